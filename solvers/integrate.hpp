@@ -1,0 +1,154 @@
+// The one fixed-grid driver: integrate(stepper, problem, grid, x [, path], observer).
+//
+// The grid is shared by the batch and may run forward or backward in time (diffusion sampling runs
+// from T down to t_min). The driver checks the stepper's contract against the problem before any
+// work, counts evaluations, asks the Brownian path for exactly what the stepper declares it needs,
+// and stops at the first non-finite value, saying at which step, time and sample. Steppers know
+// nothing of observers, counting or failure.
+#pragma once
+
+#include "solvers/brownian.hpp"
+#include "core/contract.hpp"
+#include "core/problem.hpp"
+#include "core/state.hpp"
+
+#include <fmt/format.h>
+
+#include <span>
+#include <stdexcept>
+#include <string>
+
+namespace diffode {
+
+// What a run did, and whether it failed.
+struct IntegrationStats {
+  Index steps = 0;       // accepted steps
+  Index rejected = 0;    // rejected steps (adaptive drivers)
+  Index nfe = 0;         // drift evaluations (an SDE stepper's drift+diffusion pair counts as one)
+  bool failed = false;
+  std::string failure;   // why, with step, time and sample
+  Index failed_step = -1;
+  double failed_time = 0;
+};
+
+// What an observer sees after each accepted step.
+struct StepInfo {
+  Index step;   // 1-based index of the step just taken
+  double t;     // time reached
+  double h;     // signed step size
+  Index nfe;    // evaluations so far
+};
+
+struct NoObserver {
+  template <class State>
+  void operator()(const StepInfo&, const State&) const {}
+};
+
+// Records the trajectory: times and, optionally, every state.
+template <class State>
+struct TrajectoryRecorder {
+  bool keep_states = true;
+  std::vector<double> times;
+  std::vector<State> states;
+  void operator()(const StepInfo& info, const State& x) {
+    times.push_back(info.t);
+    if (keep_states) states.push_back(StateOps<State>::clone(x));
+  }
+};
+
+namespace detail {
+
+template <class State>
+bool check_finite(const State& x, Index step, double t, IntegrationStats& stats) {
+  const auto finite = StateOps<State>::finite_rows(x);
+  for (Index n = 0; n < static_cast<Index>(finite.size()); ++n) {
+    if (!finite[n]) {
+      stats.failed = true;
+      stats.failed_step = step;
+      stats.failed_time = t;
+      stats.failure = fmt::format("non-finite value (NaN or Inf) in sample {} after step {} at t = {}", n, step, t);
+      return false;
+    }
+  }
+  return true;
+}
+
+inline void check_grid(std::span<const double> grid) {
+  if (grid.size() < 2) throw std::invalid_argument("integrate: the time grid needs at least two points");
+  const bool forward = grid[1] > grid[0];
+  for (std::size_t i = 1; i < grid.size(); ++i) {
+    const double h = grid[i] - grid[i - 1];
+    if (!(forward ? h > 0 : h < 0))
+      throw std::invalid_argument(fmt::format(
+          "integrate: the time grid must be strictly monotone; t[{}] = {} then t[{}] = {}", i - 1, grid[i - 1], i, grid[i]));
+  }
+}
+
+}  // namespace detail
+
+// ODE on a fixed grid. `x` holds the initial state and receives the final one.
+template <class Stepper, class Problem, class State, class Observer = NoObserver>
+IntegrationStats integrate(Stepper& stepper, const Problem& problem, std::span<const double> grid, State& x,
+                           Observer&& observer = {}) {
+  check_contract(Stepper::traits, problem_traits(problem));
+  detail::check_grid(grid);
+  IntegrationStats stats;
+  Counted<Problem> counted{problem, &stats.nfe};
+  stepper.reset();
+  for (std::size_t i = 1; i < grid.size(); ++i) {
+    const double t = grid[i - 1], h = grid[i] - grid[i - 1];
+    stepper.step(counted, t, h, x);
+    ++stats.steps;
+    if (!detail::check_finite(x, stats.steps, grid[i], stats)) return stats;
+    observer(StepInfo{stats.steps, grid[i], h, stats.nfe}, x);
+  }
+  return stats;
+}
+
+// SDE on a fixed grid, driven by `path` (rows of x are samples first_sample, first_sample+1, ...).
+template <class Stepper, class Problem, class State, class Observer = NoObserver>
+IntegrationStats integrate(Stepper& stepper, const Problem& problem, std::span<const double> grid, State& x,
+                           const BrownianPath& path, Index first_sample = 0, Observer&& observer = {}) {
+  check_contract(Stepper::traits, problem_traits(problem));
+  detail::check_grid(grid);
+  using Ops = StateOps<State>;
+  IntegrationStats stats;
+  Counted<Problem> counted{problem, &stats.nfe};
+  const Index rows = Ops::samples(x);
+  if (path.dims() != noise_dims(problem, x))
+    throw std::invalid_argument(fmt::format("integrate: the Brownian path has {} dimensions, the problem's noise needs {}",
+                                            path.dims(), noise_dims(problem, x)));
+  constexpr bool wants_integral = Stepper::traits.needs_time_integral;
+  const bool scalar_noise = problem_traits(problem).noise == NoiseType::scalar;
+  const Index dims = Ops::dims(x);
+  Batch dw(rows, path.dims()), integral(wants_integral ? rows : 0, path.dims());
+  Batch dw_wide, integral_wide;  // scalar noise: the one column repeated across the state's dims
+  stepper.reset();
+  for (std::size_t i = 1; i < grid.size(); ++i) {
+    const double t = grid[i - 1], h = grid[i] - grid[i - 1];
+    if constexpr (wants_integral)
+      path.increment_and_time_integral(t, grid[i], first_sample, dw, integral);
+    else
+      path.increment(t, grid[i], first_sample, dw);
+    const Batch* dw_host = &dw;
+    const Batch* integral_host = &integral;
+    if (scalar_noise && dims != 1) {
+      dw_wide = dw.replicate(1, dims);
+      dw_host = &dw_wide;
+      if (wants_integral) {
+        integral_wide = integral.replicate(1, dims);
+        integral_host = &integral_wide;
+      }
+    }
+    // On the host state these are references; a device state gets one copy per step.
+    decltype(auto) dw_state = Ops::from_host(*dw_host, x);
+    decltype(auto) integral_state = Ops::from_host(*integral_host, x);
+    stepper.step(counted, t, h, x, Noise<State>{dw_state, integral_state});
+    ++stats.steps;
+    if (!detail::check_finite(x, stats.steps, grid[i], stats)) return stats;
+    observer(StepInfo{stats.steps, grid[i], h, stats.nfe}, x);
+  }
+  return stats;
+}
+
+}  // namespace diffode
