@@ -48,7 +48,8 @@ Index noise_dims(const P& p, const State& x) {
 
 // The noise of one step, as the stepper receives it: dW = W(t+h) - W(t) shaped like the state (a
 // scalar noise's one column already broadcast), and, for steppers that declare they need it,
-// int_t^{t+h} (W_u - W_t) du. Both are signed: a backward step gets the backward increments.
+// int_t^{t+h} (W_u - W_t) du (an empty state for the others). Both are signed: a backward step
+// gets the backward increments.
 template <class State>
 struct Noise {
   const State& dw;

@@ -46,6 +46,14 @@ class BrownianPath {
   // Both at once (one tree descent per end point).
   void increment_and_time_integral(double s, double t, Index first_sample, Batch& dW, Batch& integral) const;
 
+  // Point values for a batch: w = W(t) - W(t_lo) and, if `integral` is given, the primitive
+  // int_{t_lo}^t (W_u - W_{t_lo}) du. A driver that walks a grid asks once per grid point and
+  // differences (see increments_between), instead of descending the tree twice per step.
+  void point(double t, Index first_sample, Batch& w, Batch* integral) const;
+  // From two point values at s and t: dW = W(t) - W(s), integral = int_s^t (W_u - W_s) du.
+  static void increments_between(double s, const Batch& w_s, const Batch* integral_s, double t, const Batch& w_t,
+                                 const Batch* integral_t, Batch& dW, Batch* integral);
+
   // W(t) - W(t_lo) and int_{t_lo}^t (W_u - W_{t_lo}) du for one sample and dimension, where t_lo is
   // the left end of the path's interval: the building block of the queries above.
   struct Point {

@@ -15,6 +15,7 @@
 #include <fmt/format.h>
 
 #include <span>
+#include <utility>
 #include <stdexcept>
 #include <string>
 
@@ -122,14 +123,19 @@ IntegrationStats integrate(Stepper& stepper, const Problem& problem, std::span<c
   const bool scalar_noise = problem_traits(problem).noise == NoiseType::scalar;
   const Index dims = Ops::dims(x);
   Batch dw(rows, path.dims()), integral(wants_integral ? rows : 0, path.dims());
+  const State no_integral{};  // handed to steppers that do not ask for the time integral
   Batch dw_wide, integral_wide;  // scalar noise: the one column repeated across the state's dims
+  // The path is asked once per grid point; increments are differences of neighbouring points.
+  Batch w_prev(rows, path.dims()), w_next(rows, path.dims()), i_prev, i_next;
+  path.point(grid[0], first_sample, w_prev, wants_integral ? &i_prev : nullptr);
   stepper.reset();
   for (std::size_t i = 1; i < grid.size(); ++i) {
     const double t = grid[i - 1], h = grid[i] - grid[i - 1];
-    if constexpr (wants_integral)
-      path.increment_and_time_integral(t, grid[i], first_sample, dw, integral);
-    else
-      path.increment(t, grid[i], first_sample, dw);
+    path.point(grid[i], first_sample, w_next, wants_integral ? &i_next : nullptr);
+    BrownianPath::increments_between(t, w_prev, wants_integral ? &i_prev : nullptr, grid[i], w_next,
+                                     wants_integral ? &i_next : nullptr, dw, wants_integral ? &integral : nullptr);
+    std::swap(w_prev, w_next);
+    std::swap(i_prev, i_next);
     const Batch* dw_host = &dw;
     const Batch* integral_host = &integral;
     if (scalar_noise && dims != 1) {
@@ -142,8 +148,12 @@ IntegrationStats integrate(Stepper& stepper, const Problem& problem, std::span<c
     }
     // On the host state these are references; a device state gets one copy per step.
     decltype(auto) dw_state = Ops::from_host(*dw_host, x);
-    decltype(auto) integral_state = Ops::from_host(*integral_host, x);
-    stepper.step(counted, t, h, x, Noise<State>{dw_state, integral_state});
+    if constexpr (wants_integral) {
+      decltype(auto) integral_state = Ops::from_host(*integral_host, x);
+      stepper.step(counted, t, h, x, Noise<State>{dw_state, integral_state});
+    } else {
+      stepper.step(counted, t, h, x, Noise<State>{dw_state, no_integral});
+    }
     ++stats.steps;
     if (!detail::check_finite(x, stats.steps, grid[i], stats)) return stats;
     observer(StepInfo{stats.steps, grid[i], h, stats.nfe}, x);
