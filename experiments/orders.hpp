@@ -1,0 +1,34 @@
+// The orders table: every stepper on the problems with known solutions, its declared order beside
+// the least-squares slope of log(error) against log(h) measured here.
+#pragma once
+
+#include <iosfwd>
+#include <string>
+#include <vector>
+
+namespace diffode {
+
+struct OrderRow {
+  std::string stepper;
+  std::string kind;      // "ODE", "SDE strong", "SDE weak"
+  std::string problem;
+  double declared = 0;
+  double fitted = 0;
+  std::vector<int> steps;
+  std::vector<double> errors;
+  int paths = 0;         // SDE rows: Brownian paths averaged over
+};
+
+struct OrdersOptions {
+  int paths = 200;       // Brownian paths for the strong-order rows
+  unsigned long long seed = 0;
+};
+
+std::vector<OrderRow> measure_orders(const OrdersOptions& options);
+
+// A fixed-width table for the terminal, a Markdown table and a CSV file.
+void print_orders(std::ostream& out, const std::vector<OrderRow>& rows);
+void write_orders_markdown(std::ostream& out, const std::vector<OrderRow>& rows, const std::string& command);
+void write_orders_csv(std::ostream& out, const std::vector<OrderRow>& rows);
+
+}  // namespace diffode
