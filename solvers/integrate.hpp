@@ -59,6 +59,19 @@ struct TrajectoryRecorder {
 
 namespace detail {
 
+// Compile-time form of the contract, for what the type system can see: a stepper that needs dg/dx
+// or a diffusion term names the missing member instead of failing deep inside its step().
+template <class Stepper, class Problem, class State>
+constexpr void require_problem_members() {
+  using Scalars = typename StateOps<State>::Scalars;
+  if constexpr (Stepper::traits.stochastic)
+    static_assert(requires(const Problem& p, const State& x, const Scalars& t, State& o) { p.diffusion(x, t, o); },
+                  "an SDE stepper needs a problem with diffusion(x, t, out)");
+  if constexpr (Stepper::traits.needs_diffusion_derivative)
+    static_assert(requires(const Problem& p, const State& x, const Scalars& t, State& o) { p.diffusion_derivative(x, t, o); },
+                  "this stepper needs Problem::diffusion_derivative(x, t, out) = dg/dx");
+}
+
 template <class State>
 bool check_finite(const State& x, Index step, double t, IntegrationStats& stats) {
   const auto finite = StateOps<State>::finite_rows(x);
@@ -91,6 +104,7 @@ inline void check_grid(std::span<const double> grid) {
 template <class Stepper, class Problem, class State, class Observer = NoObserver>
 IntegrationStats integrate(Stepper& stepper, const Problem& problem, std::span<const double> grid, State& x,
                            Observer&& observer = {}) {
+  static_assert(!Stepper::traits.stochastic, "an SDE stepper needs a BrownianPath: integrate(stepper, problem, grid, x, path)");
   check_contract(Stepper::traits, problem_traits(problem));
   detail::check_grid(grid);
   IntegrationStats stats;
@@ -110,6 +124,7 @@ IntegrationStats integrate(Stepper& stepper, const Problem& problem, std::span<c
 template <class Stepper, class Problem, class State, class Observer = NoObserver>
 IntegrationStats integrate(Stepper& stepper, const Problem& problem, std::span<const double> grid, State& x,
                            const BrownianPath& path, Index first_sample = 0, Observer&& observer = {}) {
+  detail::require_problem_members<Stepper, Problem, State>();
   check_contract(Stepper::traits, problem_traits(problem));
   detail::check_grid(grid);
   using Ops = StateOps<State>;
