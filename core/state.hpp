@@ -110,6 +110,12 @@ struct StateOps<Batch> {
     }
   }
 
+  // out = c * x, one factor for the batch, or one per sample (row).
+  static void scale(Batch& out, double c, const Batch& x) { out = c * x; }
+  static void scale_rows(Batch& out, const Scalars& c, const Batch& x) { out = x.colwise() * c; }
+  // out = a .* b (elementwise).
+  static void multiply(Batch& out, const Batch& a, const Batch& b) { out = a * b; }
+
   // out += c * a .* b (elementwise): noise terms g(x) dW and their corrections.
   static void add_product(Batch& out, double c, const Batch& a, const Batch& b) { out += c * a * b; }
 

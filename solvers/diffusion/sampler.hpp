@@ -1,0 +1,115 @@
+// What every diffusion sampler shares: the sigma grid check, the Karras ODE derivative, the
+// ancestral split of a step, the noise drawn from a Brownian path, and the bookkeeping of a run
+// (NFE, failure at the first non-finite value, observer). Samplers live one to a file beside this
+// one and read like their papers' algorithms; the arithmetic they share lives here, once.
+//
+// Variables: the scale-free state x~ = x / alpha and noise level sigma~ = sigma / alpha =
+// exp(-lambda) (see denoiser.hpp); "sigma" below always means sigma~. Grids run from sigma_max down
+// to the last sigma, which may be 0 (k-diffusion's append_zero): the final-step policy is the grid's.
+#pragma once
+
+#include "core/state.hpp"
+#include "solvers/brownian.hpp"
+#include "solvers/integrate.hpp"
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <span>
+#include <stdexcept>
+
+namespace diffode {
+
+// Throws unless sigmas has >= 2 entries, strictly decreasing, all positive but possibly the last (0).
+inline void check_sigmas(std::span<const double> sigmas) {
+  if (sigmas.size() < 2) throw std::invalid_argument("sampler: the sigma grid needs at least two points");
+  for (std::size_t i = 0; i < sigmas.size(); ++i) {
+    const bool last = i + 1 == sigmas.size();
+    if (!(sigmas[i] > 0.0 || (last && sigmas[i] == 0.0)) || !std::isfinite(sigmas[i]))
+      throw std::invalid_argument(fmt::format("sampler: sigma[{}] = {} (sigmas must be positive; only the last may be 0)", i, sigmas[i]));
+    if (i > 0 && !(sigmas[i] < sigmas[i - 1]))
+      throw std::invalid_argument(fmt::format("sampler: sigmas must decrease strictly; sigma[{}] = {} then sigma[{}] = {}", i - 1,
+                                              sigmas[i - 1], i, sigmas[i]));
+  }
+}
+
+// d = (x - denoised) / sigma: the PF-ODE's dx/dsigma (Karras et al. 2022, eq. 3 with sigma(t) = t).
+template <class State>
+void karras_derivative(const State& x, double sigma, const State& denoised, State& d) {
+  StateOps<State>::update(d, x, -1.0, {{1.0, denoised}});  // x - denoised
+  StateOps<State>::scale(d, 1.0 / sigma, d);
+}
+
+// The ancestral split of a step sigma_from -> sigma_to (k-diffusion's get_ancestral_step; DDIM's
+// sigma_t(eta), Song et al. 2021, arXiv:2010.02502, eq. 16, in sigma~): step deterministically to
+// sigma_down, then add fresh noise of size sigma_up, so that sigma_down^2 + sigma_up^2 = sigma_to^2.
+struct AncestralStep {
+  double sigma_down;
+  double sigma_up;
+};
+inline AncestralStep ancestral_step(double sigma_from, double sigma_to, double eta) {
+  if (eta == 0.0) return {sigma_to, 0.0};
+  const double up = std::min(sigma_to, eta * std::sqrt(sigma_to * sigma_to * (sigma_from * sigma_from - sigma_to * sigma_to) /
+                                                       (sigma_from * sigma_from)));
+  return {std::sqrt(sigma_to * sigma_to - up * up), up};
+}
+
+// Standard normal noise for the stochastic samplers, from a Brownian path W over sigma in
+// [0, sigma_max]: the noise of a step sigma -> sigma_next is (W(sigma_next) - W(sigma)) /
+// sqrt(|sigma_next - sigma|) (k-diffusion's BrownianTreeNoiseSampler convention). Steps over
+// disjoint intervals get independent noise, and a finer grid sees the same path: the same seed
+// gives the same path at any step count, batch split or thread count.
+template <class State>
+class SigmaNoise {
+ public:
+  SigmaNoise(std::uint64_t seed, double sigma_max, Index dims, Index first_sample = 0)
+      : path_({.seed = seed, .t0 = sigma_max, .t1 = 0.0, .dims = dims}), first_sample_(first_sample) {}
+
+  const BrownianPath& path() const { return path_; }
+
+  // out ~ N(0, I), shaped like `like`.
+  void normal(double sigma, double sigma_next, const State& like, State& out) const {
+    const Index rows = StateOps<State>::samples(like);
+    if (host_.rows() != rows || host_.cols() != path_.dims()) host_.resize(rows, path_.dims());
+    path_.increment(sigma, sigma_next, first_sample_, host_);
+    host_ /= std::sqrt(std::abs(sigma_next - sigma));
+    decltype(auto) noise = StateOps<State>::from_host(host_, like);
+    StateOps<State>::assign(out, noise);
+  }
+
+ private:
+  BrownianPath path_;
+  Index first_sample_;
+  mutable Batch host_;
+};
+
+// Bookkeeping of one sampling run: counts the model's evaluations, stops at the first non-finite
+// value with its step and sigma, and hands each step to the observer.
+template <class Model, class Observer>
+class SamplerRun {
+ public:
+  SamplerRun(const Model& model, Observer& observer) : model_(model), observer_(observer) {}
+
+  template <class State, class Sigma>
+  void denoise(const State& x, const Sigma& sigma, State& denoised) {
+    ++stats.nfe;
+    model_(x, sigma, denoised);
+  }
+
+  // Call after step i (0-based) has reached `sigma_next`; false means stop: the run failed.
+  template <class State>
+  bool finish_step(std::size_t i, double sigma_next, double h, const State& x) {
+    ++stats.steps;
+    if (!detail::check_finite(x, stats.steps, sigma_next, stats)) return false;
+    observer_(StepInfo{static_cast<Index>(i + 1), sigma_next, h, stats.nfe}, x);
+    return true;
+  }
+
+  IntegrationStats stats;
+
+ private:
+  const Model& model_;
+  Observer& observer_;
+};
+
+}  // namespace diffode
