@@ -1,5 +1,7 @@
 // diffode: the command-line front of the toolkit.
 #include "experiments/orders.hpp"
+#include "experiments/provenance.hpp"
+#include "experiments/sample_command.hpp"
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -19,7 +21,20 @@ int main(int argc, char** argv) {
   orders->add_option("--paths", options.paths, "Brownian paths per strong-order row")->capture_default_str()->check(CLI::PositiveNumber);
   orders->add_option("--seed", options.seed, "Seed of the Brownian paths")->capture_default_str();
 
+  auto* sample = app.add_subcommand("sample", "Run one sampler on one problem from a TOML config and write HDF5");
+  std::string sample_config;
+  sample->add_option("config", sample_config, "The TOML config: [process], [model], [grid], [sampler], [run] (see experiments/sample_command.hpp)")
+      ->required();
+
+  app.add_subcommand("samplers", "List the samplers a config's [sampler] name can take");
+
   CLI11_PARSE(app, argc, argv);
+
+  if (sample->parsed()) return diffode::run_sample_command(sample_config, diffode::collect_provenance(argc, argv));
+  if (app.got_subcommand("samplers")) {
+    std::cout << diffode::describe_samplers();
+    return 0;
+  }
 
   if (orders->parsed()) {
     std::string command;

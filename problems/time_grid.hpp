@@ -249,10 +249,24 @@ inline TimeGrid ddpm_grid(const Process& p, int n, DdpmSpacing spacing, FinalSte
   return detail::from_times(p, std::move(t), final_step, "ddpm grid");
 }
 
+// A user's list of times (from a file, an HDF5 dataset, another implementation's run): strictly
+// decreasing or strictly increasing (then reversed). All times must lie in the process's range,
+// except a final 0 under to_zero, which is taken as the sigma = 0 point; under to_zero without a
+// final 0 one is appended. `what` names the list's source in error messages.
+inline TimeGrid time_grid_from_list(const Process& p, std::vector<double> t, FinalStep final_step, const std::string& what) {
+  if (t.size() < 2) throw std::invalid_argument(fmt::format("{}: needs at least two times", what));
+  if (t.front() < t.back()) std::reverse(t.begin(), t.end());
+  try {
+    detail::require_decreasing(t, "time grid");
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument(fmt::format("{}: not monotone: {}", what, e.what()));
+  }
+  if (final_step == FinalStep::to_zero && t.back() == 0.0) t.pop_back();
+  return detail::from_times(p, std::move(t), final_step, what);
+}
+
 // A user's list of times from a text file, one number per line (blank lines and lines starting
-// with '#' skipped), strictly decreasing or strictly increasing (then reversed). All times must lie
-// in the process's range, except a final 0 under to_zero, which is taken as the sigma = 0 point;
-// under to_zero without a final 0 one is appended.
+// with '#' skipped); see time_grid_from_list.
 inline TimeGrid read_time_grid(const std::filesystem::path& path, const Process& p, FinalStep final_step) {
   std::ifstream in(path);
   if (!in) throw std::runtime_error(fmt::format("time grid file '{}' cannot be opened", path.string()));
@@ -268,15 +282,7 @@ inline TimeGrid read_time_grid(const std::filesystem::path& path, const Process&
       throw std::invalid_argument(fmt::format("time grid file '{}', line {}: not one number: '{}'", path.string(), number, line));
     t.push_back(value);
   }
-  if (t.size() < 2) throw std::invalid_argument(fmt::format("time grid file '{}': needs at least two times", path.string()));
-  if (t.front() < t.back()) std::reverse(t.begin(), t.end());
-  try {
-    detail::require_decreasing(t, "time grid");
-  } catch (const std::invalid_argument& e) {
-    throw std::invalid_argument(fmt::format("time grid file '{}': not monotone: {}", path.string(), e.what()));
-  }
-  if (final_step == FinalStep::to_zero && t.back() == 0.0) t.pop_back();
-  return detail::from_times(p, std::move(t), final_step, fmt::format("time grid file '{}'", path.string()));
+  return time_grid_from_list(p, std::move(t), final_step, fmt::format("time grid file '{}'", path.string()));
 }
 
 // Writes the grid's times one per line, round-trip exact (17 significant digits).

@@ -1,0 +1,162 @@
+#include "experiments/config.hpp"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <algorithm>
+
+#include <fstream>
+#include <sstream>
+
+namespace diffode {
+
+const toml::table ConfigTable::empty_{};
+
+ConfigTable::ConfigTable(const toml::table& table, std::string key_path, std::string file)
+    : table_(&table), path_(std::move(key_path)), file_(std::move(file)) {}
+
+std::string ConfigTable::where(std::string_view key) const {
+  const std::string full = path_.empty() ? std::string(key) : fmt::format("{}.{}", path_, key);
+  const toml::node* node = table_->get(key);
+  const auto& source = node ? node->source() : table_->source();
+  if (source.begin.line > 0) return fmt::format("{}:{}: {}", file_, source.begin.line, full);
+  return fmt::format("{}: {}", file_, full);
+}
+
+void ConfigTable::fail(std::string_view key, const std::string& what) const {
+  std::string message = fmt::format("{}: {}", where(key), what);
+  if (!table_->contains(key)) {
+    // A missing key is often a misspelt one: name what the table does hold.
+    std::vector<std::string> present;
+    for (const auto& [k, node] : *table_) present.emplace_back(k.str());
+    if (!present.empty()) message += fmt::format(" (the table holds: {})", fmt::join(present, ", "));
+  }
+  throw ConfigError(message);
+}
+
+bool ConfigTable::has(std::string_view key) const { return table_->contains(key); }
+
+const toml::node* ConfigTable::lookup(std::string_view key) {
+  read_.emplace(key);
+  return table_->get(key);
+}
+
+double ConfigTable::number(std::string_view key, std::optional<double> fallback) {
+  const toml::node* node = lookup(key);
+  if (!node) {
+    if (!fallback) fail(key, "missing (a number is required)");
+    return *fallback;
+  }
+  if (auto v = node->value<double>(); v && (node->is_floating_point() || node->is_integer())) return *v;
+  fail(key, fmt::format("expected a number, got {}", toml::impl::node_type_friendly_names[static_cast<int>(node->type())]));
+}
+
+std::int64_t ConfigTable::integer(std::string_view key, std::optional<std::int64_t> fallback) {
+  const toml::node* node = lookup(key);
+  if (!node) {
+    if (!fallback) fail(key, "missing (an integer is required)");
+    return *fallback;
+  }
+  if (node->is_integer()) return *node->value<std::int64_t>();
+  fail(key, fmt::format("expected an integer, got {}", toml::impl::node_type_friendly_names[static_cast<int>(node->type())]));
+}
+
+bool ConfigTable::boolean(std::string_view key, std::optional<bool> fallback) {
+  const toml::node* node = lookup(key);
+  if (!node) {
+    if (!fallback) fail(key, "missing (true or false is required)");
+    return *fallback;
+  }
+  if (node->is_boolean()) return *node->value<bool>();
+  fail(key, fmt::format("expected true or false, got {}", toml::impl::node_type_friendly_names[static_cast<int>(node->type())]));
+}
+
+std::string ConfigTable::string(std::string_view key, std::optional<std::string> fallback, const std::vector<std::string>& allowed) {
+  const toml::node* node = lookup(key);
+  std::string value;
+  if (!node) {
+    if (!fallback) fail(key, "missing (a string is required)");
+    value = *fallback;
+  } else if (node->is_string()) {
+    value = *node->value<std::string>();
+  } else {
+    fail(key, fmt::format("expected a string, got {}", toml::impl::node_type_friendly_names[static_cast<int>(node->type())]));
+  }
+  if (!allowed.empty() && std::find(allowed.begin(), allowed.end(), value) == allowed.end())
+    fail(key, fmt::format("'{}' is not one of: {}", value, fmt::join(allowed, ", ")));
+  return value;
+}
+
+std::vector<double> ConfigTable::numbers(std::string_view key) {
+  const toml::node* node = lookup(key);
+  if (!node || !node->is_array()) fail(key, node ? "expected an array of numbers" : "missing (an array of numbers is required)");
+  std::vector<double> out;
+  for (const auto& item : *node->as_array()) {
+    auto v = item.value<double>();
+    if (!v || !(item.is_floating_point() || item.is_integer())) fail(key, "expected an array of numbers");
+    out.push_back(*v);
+  }
+  return out;
+}
+
+std::vector<std::vector<double>> ConfigTable::number_rows(std::string_view key) {
+  const toml::node* node = lookup(key);
+  if (!node || !node->is_array()) fail(key, node ? "expected an array of arrays of numbers" : "missing (an array of arrays is required)");
+  std::vector<std::vector<double>> out;
+  for (const auto& row : *node->as_array()) {
+    if (!row.is_array()) fail(key, "expected an array of arrays of numbers");
+    auto& r = out.emplace_back();
+    for (const auto& item : *row.as_array()) {
+      auto v = item.value<double>();
+      if (!v || !(item.is_floating_point() || item.is_integer())) fail(key, "expected an array of arrays of numbers");
+      r.push_back(*v);
+    }
+  }
+  return out;
+}
+
+ConfigTable ConfigTable::table(std::string_view key) {
+  const toml::node* node = lookup(key);
+  const std::string child_path = path_.empty() ? std::string(key) : fmt::format("{}.{}", path_, key);
+  if (!node) return ConfigTable(empty_, child_path, file_);
+  if (!node->is_table()) fail(key, "expected a table");
+  return ConfigTable(*node->as_table(), child_path, file_);
+}
+
+void ConfigTable::finish() const {
+  for (const auto& [key, node] : *table_) {
+    if (!read_.contains(key.str())) {
+      std::vector<std::string> known(read_.begin(), read_.end());
+      const std::string full = path_.empty() ? std::string(key.str()) : fmt::format("{}.{}", path_, key.str());
+      throw ConfigError(fmt::format("{}:{}: {}: unknown key (this table takes: {})", file_, node.source().begin.line, full,
+                                    known.empty() ? "nothing" : fmt::format("{}", fmt::join(known, ", "))));
+    }
+  }
+}
+
+Config::Config(const std::filesystem::path& path) : name_(path.string()) {
+  std::ifstream in(path);
+  if (!in) throw ConfigError(fmt::format("{}: cannot open the config file", path.string()));
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  text_ = buffer.str();
+  try {
+    table_ = toml::parse(text_, name_);
+  } catch (const toml::parse_error& e) {
+    throw ConfigError(fmt::format("{}:{}:{}: {}", name_, e.source().begin.line, e.source().begin.column, e.description()));
+  }
+}
+
+Config Config::from_string(std::string_view text, std::string name) {
+  Config c;
+  c.name_ = std::move(name);
+  c.text_ = std::string(text);
+  try {
+    c.table_ = toml::parse(c.text_, c.name_);
+  } catch (const toml::parse_error& e) {
+    throw ConfigError(fmt::format("{}:{}:{}: {}", c.name_, e.source().begin.line, e.source().begin.column, e.description()));
+  }
+  return c;
+}
+
+}  // namespace diffode

@@ -1,0 +1,71 @@
+// Reading TOML configs (toml++) strictly: every key a command reads is declared where it is read,
+// with its type and default; a key nobody read, a wrong type or an impossible value is an error
+// that names the file, the line and the key path, before anything runs.
+#pragma once
+
+#include <toml++/toml.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace diffode {
+
+class ConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// A view of one table of a parsed config, e.g. [sampler], that records which keys were read.
+class ConfigTable {
+ public:
+  ConfigTable(const toml::table& table, std::string key_path, std::string file);
+
+  bool has(std::string_view key) const;
+  double number(std::string_view key, std::optional<double> fallback = std::nullopt);
+  std::int64_t integer(std::string_view key, std::optional<std::int64_t> fallback = std::nullopt);
+  bool boolean(std::string_view key, std::optional<bool> fallback = std::nullopt);
+  std::string string(std::string_view key, std::optional<std::string> fallback = std::nullopt,
+                     const std::vector<std::string>& allowed = {});
+  std::vector<double> numbers(std::string_view key);
+  std::vector<std::vector<double>> number_rows(std::string_view key);
+  // A sub-table; absent gives an empty table (so its keys take their defaults).
+  ConfigTable table(std::string_view key);
+
+  // Throws for every key that was never read: a misspelt or unsupported option.
+  void finish() const;
+
+  // "file:line: key.path" for messages about a key's value.
+  std::string where(std::string_view key) const;
+  [[noreturn]] void fail(std::string_view key, const std::string& what) const;
+
+  const std::string& key_path() const { return path_; }
+
+ private:
+  const toml::node* lookup(std::string_view key);
+  const toml::table* table_;
+  std::string path_, file_;
+  std::set<std::string, std::less<>> read_;
+  static const toml::table empty_;
+};
+
+// A parsed config file; parse errors name the file, line and column.
+class Config {
+ public:
+  explicit Config(const std::filesystem::path& path);
+  static Config from_string(std::string_view text, std::string name = "<config>");
+  ConfigTable root() const { return ConfigTable(table_, "", name_); }
+  const std::string& text() const { return text_; }
+
+ private:
+  Config() = default;
+  toml::table table_;
+  std::string name_, text_;
+};
+
+}  // namespace diffode

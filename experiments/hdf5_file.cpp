@@ -1,0 +1,166 @@
+#include "experiments/hdf5_file.hpp"
+
+#include <fmt/format.h>
+#include <hdf5.h>
+
+#include <stdexcept>
+
+namespace diffode {
+namespace {
+
+// HDF5 prints its own error stack to stderr by default; errors here become exceptions with the
+// file and the object named instead.
+struct SilenceHdf5 {
+  SilenceHdf5() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
+} silence_hdf5;
+
+[[noreturn]] void fail(const std::filesystem::path& path, const std::string& what) {
+  throw std::runtime_error(fmt::format("{}: {}", path.string(), what));
+}
+
+// Closes an HDF5 identifier at scope exit.
+struct Handle {
+  hid_t id;
+  herr_t (*close)(hid_t);
+  ~Handle() {
+    if (id >= 0) close(id);
+  }
+};
+
+}  // namespace
+
+Hdf5File::Hdf5File(const std::filesystem::path& path, Mode mode) : path_(path) {
+  if (mode == Mode::read) {
+    if (!std::filesystem::exists(path)) fail(path, "no such file");
+    file_ = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  } else {
+    if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path());
+    file_ = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  }
+  if (file_ < 0) fail(path, mode == Mode::read ? "cannot open as HDF5" : "cannot create HDF5 file");
+}
+
+Hdf5File::~Hdf5File() {
+  if (file_ >= 0) H5Fclose(static_cast<hid_t>(file_));
+}
+
+void Hdf5File::flush() { H5Fflush(static_cast<hid_t>(file_), H5F_SCOPE_GLOBAL); }
+
+bool Hdf5File::has(const std::string& name) const {
+  // H5Lexists needs every intermediate link to exist; check them one by one.
+  std::string prefix;
+  std::size_t start = name.front() == '/' ? 1 : 0;
+  while (start <= name.size()) {
+    const std::size_t slash = name.find('/', start);
+    prefix = name.substr(0, slash == std::string::npos ? name.size() : slash);
+    if (H5Lexists(static_cast<hid_t>(file_), prefix.c_str(), H5P_DEFAULT) <= 0) return false;
+    if (slash == std::string::npos) break;
+    start = slash + 1;
+  }
+  return true;
+}
+
+void Hdf5File::ensure_parent_groups(const std::string& name) {
+  std::size_t pos = name.front() == '/' ? 1 : 0;
+  while ((pos = name.find('/', pos)) != std::string::npos) {
+    const std::string group = name.substr(0, pos);
+    if (!group.empty() && H5Lexists(static_cast<hid_t>(file_), group.c_str(), H5P_DEFAULT) <= 0) {
+      Handle g{H5Gcreate2(static_cast<hid_t>(file_), group.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Gclose};
+      if (g.id < 0) fail(path_, fmt::format("cannot create group '{}'", group));
+    }
+    ++pos;
+  }
+}
+
+void Hdf5File::write_matrix(const std::string& name, const Batch& values) {
+  ensure_parent_groups(name);
+  const hsize_t dims[2] = {static_cast<hsize_t>(values.rows()), static_cast<hsize_t>(values.cols())};
+  Handle space{H5Screate_simple(2, dims, nullptr), H5Sclose};
+  Handle set{H5Dcreate2(static_cast<hid_t>(file_), name.c_str(), H5T_IEEE_F64LE, space.id, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+             H5Dclose};
+  if (set.id < 0) fail(path_, fmt::format("cannot create dataset '{}'", name));
+  if (H5Dwrite(set.id, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, values.data()) < 0)
+    fail(path_, fmt::format("cannot write dataset '{}'", name));
+}
+
+void Hdf5File::write_vector(const std::string& name, const std::vector<double>& values) {
+  ensure_parent_groups(name);
+  const hsize_t dims[1] = {static_cast<hsize_t>(values.size())};
+  Handle space{H5Screate_simple(1, dims, nullptr), H5Sclose};
+  Handle set{H5Dcreate2(static_cast<hid_t>(file_), name.c_str(), H5T_IEEE_F64LE, space.id, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+             H5Dclose};
+  if (set.id < 0) fail(path_, fmt::format("cannot create dataset '{}'", name));
+  if (H5Dwrite(set.id, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, values.data()) < 0)
+    fail(path_, fmt::format("cannot write dataset '{}'", name));
+}
+
+Batch Hdf5File::read_matrix(const std::string& name) const {
+  if (!has(name)) fail(path_, fmt::format("no dataset '{}'", name));
+  Handle set{H5Dopen2(static_cast<hid_t>(file_), name.c_str(), H5P_DEFAULT), H5Dclose};
+  if (set.id < 0) fail(path_, fmt::format("'{}' is not a dataset", name));
+  Handle space{H5Dget_space(set.id), H5Sclose};
+  const int rank = H5Sget_simple_extent_ndims(space.id);
+  if (rank < 1 || rank > 2) fail(path_, fmt::format("dataset '{}' has rank {}, expected 1 or 2", name, rank));
+  hsize_t dims[2] = {0, 1};
+  H5Sget_simple_extent_dims(space.id, dims, nullptr);
+  Batch out(static_cast<Index>(dims[0]), rank == 2 ? static_cast<Index>(dims[1]) : 1);
+  if (H5Dread(set.id, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, out.data()) < 0)
+    fail(path_, fmt::format("cannot read dataset '{}' as float64", name));
+  return out;
+}
+
+std::vector<double> Hdf5File::read_vector(const std::string& name) const {
+  const Batch m = read_matrix(name);
+  if (m.cols() != 1 && m.rows() != 1)
+    fail(path_, fmt::format("dataset '{}' is {} x {}, expected a vector", name, m.rows(), m.cols()));
+  return std::vector<double>(m.data(), m.data() + m.size());
+}
+
+void Hdf5File::write_attribute(const std::string& object, const std::string& name, const std::string& value) {
+  // Variable-length UTF-8, which h5py reads back as str.
+  Handle type{H5Tcopy(H5T_C_S1), H5Tclose};
+  H5Tset_size(type.id, H5T_VARIABLE);
+  H5Tset_cset(type.id, H5T_CSET_UTF8);
+  Handle space{H5Screate(H5S_SCALAR), H5Sclose};
+  if (H5Aexists_by_name(static_cast<hid_t>(file_), object.c_str(), name.c_str(), H5P_DEFAULT) > 0)
+    H5Adelete_by_name(static_cast<hid_t>(file_), object.c_str(), name.c_str(), H5P_DEFAULT);
+  Handle attr{H5Acreate_by_name(static_cast<hid_t>(file_), object.c_str(), name.c_str(), type.id, space.id, H5P_DEFAULT,
+                                H5P_DEFAULT, H5P_DEFAULT),
+              H5Aclose};
+  const char* text = value.c_str();
+  if (attr.id < 0 || H5Awrite(attr.id, type.id, &text) < 0)
+    fail(path_, fmt::format("cannot write attribute '{}' on '{}'", name, object));
+}
+
+void Hdf5File::write_attribute(const std::string& object, const std::string& name, double value) {
+  Handle space{H5Screate(H5S_SCALAR), H5Sclose};
+  if (H5Aexists_by_name(static_cast<hid_t>(file_), object.c_str(), name.c_str(), H5P_DEFAULT) > 0)
+    H5Adelete_by_name(static_cast<hid_t>(file_), object.c_str(), name.c_str(), H5P_DEFAULT);
+  Handle attr{H5Acreate_by_name(static_cast<hid_t>(file_), object.c_str(), name.c_str(), H5T_IEEE_F64LE, space.id, H5P_DEFAULT,
+                                H5P_DEFAULT, H5P_DEFAULT),
+              H5Aclose};
+  if (attr.id < 0 || H5Awrite(attr.id, H5T_NATIVE_DOUBLE, &value) < 0)
+    fail(path_, fmt::format("cannot write attribute '{}' on '{}'", name, object));
+}
+
+std::string Hdf5File::read_string_attribute(const std::string& object, const std::string& name) const {
+  Handle attr{H5Aopen_by_name(static_cast<hid_t>(file_), object.c_str(), name.c_str(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose};
+  if (attr.id < 0) fail(path_, fmt::format("no attribute '{}' on '{}'", name, object));
+  Handle type{H5Aget_type(attr.id), H5Tclose};
+  if (H5Tis_variable_str(type.id) > 0) {
+    char* text = nullptr;
+    Handle mem{H5Tcopy(H5T_C_S1), H5Tclose};
+    H5Tset_size(mem.id, H5T_VARIABLE);
+    H5Tset_cset(mem.id, H5Tget_cset(type.id));
+    if (H5Aread(attr.id, mem.id, &text) < 0) fail(path_, fmt::format("cannot read attribute '{}'", name));
+    std::string out = text ? text : "";
+    H5free_memory(text);
+    return out;
+  }
+  std::string out(H5Tget_size(type.id), '\0');
+  if (H5Aread(attr.id, type.id, out.data()) < 0) fail(path_, fmt::format("cannot read attribute '{}'", name));
+  while (!out.empty() && out.back() == '\0') out.pop_back();
+  return out;
+}
+
+}  // namespace diffode
