@@ -15,6 +15,8 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <limits>
+#include <utility>
 #include <span>
 #include <stdexcept>
 
@@ -67,12 +69,23 @@ class SigmaNoise {
 
   const BrownianPath& path() const { return path_; }
 
-  // out ~ N(0, I), shaped like `like`.
+  // out ~ N(0, I), shaped like `like`. A sampler walks its grid, so W at the end of one step is
+  // kept for the start of the next: one tree descent per grid point instead of two.
   void normal(double sigma, double sigma_next, const State& like, State& out) const {
     const Index rows = StateOps<State>::samples(like);
-    if (host_.rows() != rows || host_.cols() != path_.dims()) host_.resize(rows, path_.dims());
-    path_.increment(sigma, sigma_next, first_sample_, host_);
-    host_ /= std::sqrt(std::abs(sigma_next - sigma));
+    if (w_end_.rows() != rows || w_end_.cols() != path_.dims()) {
+      w_end_.resize(rows, path_.dims());
+      w_start_.resize(rows, path_.dims());
+      cached_sigma_ = std::numeric_limits<double>::quiet_NaN();
+    }
+    if (sigma == cached_sigma_) {
+      std::swap(w_start_, w_end_);
+    } else {
+      path_.point(sigma, first_sample_, w_start_, nullptr);
+    }
+    path_.point(sigma_next, first_sample_, w_end_, nullptr);
+    cached_sigma_ = sigma_next;
+    host_ = (w_end_ - w_start_) / std::sqrt(std::abs(sigma_next - sigma));
     decltype(auto) noise = StateOps<State>::from_host(host_, like);
     StateOps<State>::assign(out, noise);
   }
@@ -80,7 +93,8 @@ class SigmaNoise {
  private:
   BrownianPath path_;
   Index first_sample_;
-  mutable Batch host_;
+  mutable Batch host_, w_start_, w_end_;
+  mutable double cached_sigma_ = std::numeric_limits<double>::quiet_NaN();
 };
 
 // Bookkeeping of one sampling run: counts the model's evaluations, stops at the first non-finite
