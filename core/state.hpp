@@ -4,7 +4,7 @@
 // touch the storage: they combine states only through StateOps<State>, as Boost.Odeint's
 // algebra/operations and SUNDIALS' N_Vector do, so the same stepper runs on an Eigen array on the
 // host (exact mixtures, known-solution problems) and on a torch::Tensor on any device (networks;
-// see solvers/state_torch.hpp, which only the translation units that need LibTorch include).
+// see core/state_torch.hpp, which only the translation units that need LibTorch include).
 //
 // Per-sample scalars (times, step sizes, error ratios) have their own type, StateOps<S>::Scalars,
 // so that per-sample step-size control keeps a sample's result independent of its batch.
@@ -113,6 +113,8 @@ struct StateOps<Batch> {
   // out = c * x, one factor for the batch, or one per sample (row).
   static void scale(Batch& out, double c, const Batch& x) { out = c * x; }
   static void scale_rows(Batch& out, const Scalars& c, const Batch& x) { out = x.colwise() * c; }
+  // A per-sample scalar repeated across the sample's dims: per-row times in a drift.
+  static Batch broadcast_rows(const Scalars& s, const Batch& like) { return s.replicate(1, like.cols()); }
   // out = a .* b (elementwise).
   static void multiply(Batch& out, const Batch& a, const Batch& b) { out = a * b; }
 
