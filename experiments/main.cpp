@@ -40,20 +40,22 @@ int main(int argc, char** argv) {
     std::string command;
     for (int i = 0; i < argc; ++i) command += (i ? " " : "") + std::string(argv[i]);
     const auto rows = diffode::measure_orders(options);
+    const auto adaptive = diffode::measure_adaptive(options);
     diffode::print_orders(std::cout, rows);
+    diffode::print_adaptive(std::cout, adaptive);
     std::filesystem::create_directories(out_dir);
     const auto md = std::filesystem::path(out_dir) / "orders.md";
     const auto csv = std::filesystem::path(out_dir) / "orders.csv";
-    std::ofstream(md) << "";  // truncate first so a failed write never leaves a stale table
     {
       std::ofstream f(md);
       diffode::write_orders_markdown(f, rows, command);
+      diffode::write_adaptive_markdown(f, adaptive);
     }
     {
       std::ofstream f(csv);
       diffode::write_orders_csv(f, rows);
     }
-    std::cout << fmt::format("\nwrote {} and {}\n", md.string(), csv.string());
+    std::cout << fmt::format("\nwrote {} and {}\n", md.string(), csv.string()) << std::flush;
     for (const auto& r : rows)
       if (!(std::abs(r.fitted - r.declared) <= 0.25)) {
         std::cerr << fmt::format("warning: {} on {} fitted {:.2f}, declared {:.2f}\n", r.stepper, r.problem, r.fitted, r.declared);

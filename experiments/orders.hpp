@@ -26,6 +26,16 @@ struct OrdersOptions {
 
 std::vector<OrderRow> measure_orders(const OrdersOptions& options);
 
+// Adaptive Dopri5: error, steps and rejections as the tolerance tightens.
+struct ToleranceRow {
+  double tolerance;
+  double error;
+  long long steps, rejected, nfe;
+};
+std::vector<ToleranceRow> measure_adaptive(const OrdersOptions& options);
+void print_adaptive(std::ostream& out, const std::vector<ToleranceRow>& rows);
+void write_adaptive_markdown(std::ostream& out, const std::vector<ToleranceRow>& rows);
+
 // A fixed-width table for the terminal, a Markdown table and a CSV file.
 void print_orders(std::ostream& out, const std::vector<OrderRow>& rows);
 void write_orders_markdown(std::ostream& out, const std::vector<OrderRow>& rows, const std::string& command);
