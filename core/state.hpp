@@ -61,6 +61,10 @@ struct StateOps<Batch> {
   // A host batch (Brownian increments) as this state type: here, the batch itself.
   static const Batch& from_host(const Batch& host, const Batch& /*like*/) { return host; }
   static Batch to_host(const Batch& x) { return x; }
+  // Per-sample scalars between the host (controllers, processes) and this state's Scalars: here
+  // they are the same array, passed by reference.
+  static const PerSample& scalars_to_host(const Scalars& s) { return s; }
+  static const PerSample& scalars_from_host(const PerSample& s, const Batch& /*like*/) { return s; }
 
   // out = x + h * sum_j c_j k_j, with one h for the whole batch. `out` may alias `x` or a k_j: each
   // element is read before it is written.
@@ -113,6 +117,20 @@ struct StateOps<Batch> {
   // out = c * x, one factor for the batch, or one per sample (row).
   static void scale(Batch& out, double c, const Batch& x) { out = c * x; }
   static void scale_rows(Batch& out, const Scalars& c, const Batch& x) { out = x.colwise() * c; }
+  // out = a_n x_n + b_n y_n for every sample (row) n; `out` may alias x or y. Conversions between
+  // predictions (eps, x0, v, score, flow) are all of this form.
+  static void combine_rows(Batch& out, const Scalars& a, const Batch& x, const Scalars& b, const Batch& y) {
+    if (out.rows() != x.rows() || out.cols() != x.cols()) out.resize(x.rows(), x.cols());
+    const Index cols = x.cols();
+    for (Index r = 0; r < x.rows(); ++r) {
+      const double ar = a[r], br = b[r];
+      const double* xr = x.data() + r * cols;
+      const double* yr = y.data() + r * cols;
+      double* o = out.data() + r * cols;
+      for (Index c = 0; c < cols; ++c) o[c] = ar * xr[c] + br * yr[c];
+    }
+  }
+
   // A per-sample scalar repeated across the sample's dims: per-row times in a drift.
   static Batch broadcast_rows(const Scalars& s, const Batch& like) { return s.replicate(1, like.cols()); }
   // out = a .* b (elementwise).

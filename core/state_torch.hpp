@@ -112,6 +112,10 @@ struct StateOps<torch::Tensor> {
     else
       out = torch::mul(x, cn);
   }
+  // out = a_n x_n + b_n y_n for every sample n; `out` may alias x or y.
+  static void combine_rows(State& out, const Scalars& a, const State& x, const Scalars& b, const State& y) {
+    out = torch::mul(x, as_row_factor(a, x)).add_(torch::mul(y, as_row_factor(b, y)));
+  }
   // out = a .* b (elementwise).
   static void multiply(State& out, const State& a, const State& b) {
     if (writable_as(out, a) && exact_or_disjoint(out, a) && exact_or_disjoint(out, b))

@@ -24,8 +24,8 @@ using SamplerRunner = std::function<IntegrationStats(const ScaledDenoiser<Batch>
 struct SamplerEntry {
   std::string name;
   std::string summary;  // one line, with the paper
-  bool stochastic;      // needs a noise source (for some option values: see configure)
-  // Reads this sampler's options from `options` (the [sampler] table less `name`), or throws ConfigError.
+  // Reads this sampler's options from `options` (the [sampler] table less `name`), or throws
+  // ConfigError; sets `stochastic` when the options make the sampler draw noise.
   std::function<SamplerRunner(ConfigTable& options, bool& stochastic)> configure;
 };
 

@@ -6,7 +6,9 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <numbers>
 #include <stdexcept>
@@ -54,6 +56,67 @@ void normals(std::uint64_t seed, std::uint32_t stream, std::uint64_t index, std:
   }
 }
 
+// A SIMD register's worth of doubles as one value (a GCC/Clang vector extension): two in the
+// default build (SSE2), four where AVX is enabled (-march=native); a width the ISA has no register
+// for would be emulated through memory. Rows are evaluated kLanes at a time, row j of a group in
+// lane j, every lane running the scalar algorithm's operations in the scalar algorithm's order: a
+// lane's arithmetic never mixes with another's, so a row's result is the same bits in whichever
+// lane (and batch) it sits. The last group is filled up with copies of the last row. Used only
+// inside function bodies: as a parameter or return type its ABI would depend on the ISA flags.
+#if defined(__AVX__)
+constexpr Index kLanes = 4;
+#else
+constexpr Index kLanes = 2;
+#endif
+typedef double Lanes __attribute__((vector_size(kLanes * sizeof(double))));
+typedef std::uint64_t LaneBits __attribute__((vector_size(kLanes * sizeof(double))));
+
+inline __attribute__((always_inline)) Lanes load(const double* p) {
+  Lanes v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline __attribute__((always_inline)) void store(double* p, const Lanes& v) { std::memcpy(p, &v, sizeof v); }
+
+// out[0..kLanes) = exp(z[0..kLanes)) for z <= 0, within 1 ulp of std::exp. The responsibilities'
+// exps were half the cost of an evaluation as scalar library calls.
+//   z = n ln 2 + r, n = round(z / ln 2), |r| <= ln(2) / 2 (Cody & Waite 1980, "Software Manual for
+//   the Elementary Functions", ch. 6: ln 2 split in a high part with trailing zero bits, so that
+//   n ln2_hi is exact, and a low part);
+//   exp(r) by its Taylor series to degree 13 (the remainder, r^14 / 14! < 4.3e-18, is below half
+//   an ulp of exp(r) >= 0.7);
+//   2^n assembled in the exponent field. Rounding uses the 1.5 * 2^52 shift: adding it leaves
+//   round(z / ln 2) in the low bits of the sum, read off as an integer.
+// Below z = -708 (2^n would be subnormal) the result is taken as 0 instead of a value under
+// 2^-1021: a responsibility is exp(logit - top) with the top component's equal to 1, so a
+// component that small adds nothing to any sum the top one is in. -inf gives 0; NaN stays NaN.
+inline __attribute__((always_inline)) void exp_lanes(const double* z_in, double* out) {
+  constexpr double log2e = 1.4426950408889634074;
+  constexpr double shifter = 0x1.8p52;
+  constexpr double ln2_hi = 0x1.62e42fee00000p-1, ln2_lo = 0x1.a39ef35793c76p-33;
+  constexpr double inv_fact[14] = {1.0,         1.0,          1.0 / 2,       1.0 / 6,        1.0 / 24,
+                                   1.0 / 120,   1.0 / 720,    1.0 / 5040,    1.0 / 40320,    1.0 / 362880,
+                                   1.0 / 3628800, 1.0 / 39916800, 1.0 / 479001600, 1.0 / 6227020800};
+  const Lanes z = load(z_in);
+  const Lanes t = z * log2e + shifter;
+  const Lanes n = t - shifter;
+  const Lanes r = (z - n * ln2_hi) - n * ln2_lo;
+  // Estrin's scheme: pairs, then pairs of pairs in r^2, r^4, r^8. Its dependency chain is four
+  // multiply-adds deep where Horner's rule is thirteen.
+  const Lanes r2 = r * r, r4 = r2 * r2, r8 = r4 * r4;
+  Lanes a[7];
+  for (int j = 0; j < 7; ++j) a[j] = inv_fact[2 * j] + inv_fact[2 * j + 1] * r;
+  const Lanes b0 = a[0] + a[1] * r2, b1 = a[2] + a[3] * r2, b2 = a[4] + a[5] * r2, b3 = a[6];
+  const Lanes p = (b0 + b1 * r4) + (b2 + b3 * r4) * r8;
+  LaneBits bits;
+  std::memcpy(&bits, &t, sizeof t);
+  bits = (bits - std::bit_cast<std::uint64_t>(shifter) + 1023u) << 52;  // the bits of 2^n
+  Lanes scale;
+  std::memcpy(&scale, &bits, sizeof bits);
+  const Lanes zero = {};
+  store(out, z < -708.0 ? zero : p * scale);  // NaN compares false: it stays NaN
+}
+
 // Everything about the components that depends on (alpha, sigma) only, flattened K x D.
 struct LevelConstants {
   double alpha = std::numeric_limits<double>::quiet_NaN();
@@ -61,10 +124,11 @@ struct LevelConstants {
   std::vector<double> centre;     // m_kd = alpha mu_kd
   std::vector<double> precision;  // 1 / v_kd,  v_kd = alpha^2 s_kd^2 + sigma^2
   std::vector<double> gain;       // g_kd = alpha s_kd^2 / v_kd
+  std::vector<double> offset;     // b_kd = mu_kd sigma^2 / v_kd = mu_kd - g_kd m_kd, so D = sum_k r_k (b_k + g_k x)
   std::vector<double> log_norm;   // log w_k - sum_d log(2 pi v_kd) / 2
   std::vector<double> trace;      // sum_d 1 / v_kd
 
-  LevelConstants(Index k, Index d) : centre(k * d), precision(k * d), gain(k * d), log_norm(k), trace(k) {}
+  LevelConstants(Index k, Index d) : centre(k * d), precision(k * d), gain(k * d), offset(k * d), log_norm(k), trace(k) {}
 
   bool matches(double a, double s) const { return a == alpha && s == sigma; }
 
@@ -86,12 +150,33 @@ struct LevelConstants {
         centre[i] = a * means.data()[i];
         precision[i] = 1.0 / v;
         gain[i] = a * s2 / v;
+        // sigma^2 / v = 1 - alpha g exactly, formed without the cancellation of 1 - alpha g near
+        // the data (sigma -> 0), where it is what keeps D(x) = x + O(sigma^2).
+        offset[i] = means.data()[i] * (s * s / v);
         log_det += std::log(v);
         tr += precision[i];
       }
       log_norm[k] = log_weights[k] - 0.5 * (dd * log_two_pi + log_det);
       trace[k] = tr;
     }
+  }
+};
+
+// The constants of a group's lanes interleaved, value i of lane j at [i * kLanes + j], so that
+// lane j of a vector load is lane j's own constant.
+struct LaneConstants {
+  std::vector<double> centre, precision, gain, offset, log_norm;
+  LaneConstants(Index k, Index d)
+      : centre(k * d * kLanes), precision(k * d * kLanes), gain(k * d * kLanes), offset(k * d * kLanes),
+        log_norm(k * kLanes) {}
+  void set(Index lane, const LevelConstants& c) {
+    for (std::size_t i = 0; i < c.centre.size(); ++i) {
+      centre[i * kLanes + lane] = c.centre[i];
+      precision[i * kLanes + lane] = c.precision[i];
+      gain[i * kLanes + lane] = c.gain[i];
+      offset[i * kLanes + lane] = c.offset[i];
+    }
+    for (std::size_t k = 0; k < c.log_norm.size(); ++k) log_norm[k * kLanes + lane] = c.log_norm[k];
   }
 };
 
@@ -103,8 +188,82 @@ void check_levels(const Batch& x, const PerSample& alpha, const PerSample& sigma
                                             alpha.size(), sigma.size()));
 }
 
+// Quadratic forms q_k = |x - m_k|^2_{1/v_k} of components k0 .. k0 + B - 1 for a group of rows,
+// each summed over d in order; B of them advance together so that B independent sums are in
+// flight (one alone is a chain of dependent additions). Then logit_k = log_norm_k - q_k / 2 and the
+// running maximum over components, in component order.
+template <int B, int Dim>
+inline __attribute__((always_inline)) void logits_block(const LaneConstants& c, const double* xg, Index k0, Index dd,
+                                                        double* logit, Lanes& top) {
+  Lanes q[B] = {};
+  for (Index d = 0; d < (Dim > 0 ? Dim : dd); ++d) {
+    const Lanes xv = load(xg + d * kLanes);
+    for (int u = 0; u < B; ++u) {
+      const Index i = ((k0 + u) * dd + d) * kLanes;
+      const Lanes diff = xv - load(c.centre.data() + i);
+      q[u] += diff * diff * load(c.precision.data() + i);
+    }
+  }
+  for (int u = 0; u < B; ++u) {
+    const Lanes l = load(c.log_norm.data() + (k0 + u) * kLanes) - 0.5 * q[u];
+    store(logit + (k0 + u) * kLanes, l);
+    top = top < l ? l : top;  // std::max(top, l): a NaN logit leaves top alone, as the scalar max
+  }
+}
+
+// D_d = sum_k r_k b_kd + x_d sum_k r_k g_kd for dimensions d0 .. d0 + B - 1, each sum over k in
+// order: sum_k r_k (mu_k + g_k (x - m_k)) with two multiply-adds per (k, d) instead of five
+// operations.
+template <int B>
+inline __attribute__((always_inline)) void denoise_block(const LaneConstants& c, const double* xg, const double* resp,
+                                                         Index kk, Index dd, Index d0, double* den) {
+  Lanes sum_b[B] = {}, sum_g[B] = {};
+  for (Index k = 0; k < kk; ++k) {
+    const Lanes r = load(resp + k * kLanes);
+    for (int u = 0; u < B; ++u) {
+      const Index i = (k * dd + d0 + u) * kLanes;
+      sum_b[u] += r * load(c.offset.data() + i);
+      sum_g[u] += r * load(c.gain.data() + i);
+    }
+  }
+  for (int u = 0; u < B; ++u) store(den + (d0 + u) * kLanes, sum_b[u] + sum_g[u] * load(xg + (d0 + u) * kLanes));
+}
+
+// One group of kLanes rows, lane-interleaved: xg[d * kLanes + j] is x_d of row j. Writes the
+// responsibilities resp[k * kLanes + j], top[j] + log(total) to log_p (if wanted) and, if wanted,
+// the denoiser to den[d * kLanes + j]. logit is K x kLanes scratch.
+template <int Dim>
+void group_kernel(const LaneConstants& c, const double* xg, Index kk, Index dd_runtime, double* logit, double* resp,
+                  double* log_p, double* den) {
+  const Index dd = Dim > 0 ? Dim : dd_runtime;
+  // Log-responsibilities up to log p.
+  const Lanes zero = {};
+  Lanes top = zero - std::numeric_limits<double>::infinity();
+  Index k = 0;
+  for (; k + 4 <= kk; k += 4) logits_block<4, Dim>(c, xg, k, dd, logit, top);
+  for (; k < kk; ++k) logits_block<1, Dim>(c, xg, k, dd, logit, top);
+  // Then log-sum-exp; components in order.
+  Lanes total = {};
+  for (k = 0; k < kk; ++k) {
+    store(logit + k * kLanes, load(logit + k * kLanes) - top);
+    exp_lanes(logit + k * kLanes, resp + k * kLanes);
+    total += load(resp + k * kLanes);
+  }
+  const Lanes inv_total = 1.0 / total;
+  for (k = 0; k < kk; ++k) store(resp + k * kLanes, load(resp + k * kLanes) * inv_total);
+  if (log_p)
+    for (Index j = 0; j < kLanes; ++j) log_p[j] = top[j] + std::log(total[j]);
+  if (den) {
+    Index d = 0;
+    for (; d + 4 <= dd; d += 4) denoise_block<4>(c, xg, resp, kk, dd, d, den);
+    for (; d < dd; ++d) denoise_block<1>(c, xg, resp, kk, dd, d, den);
+  }
+}
+
 // The per-row work of GaussianMixture::evaluate. Dim > 0 fixes the dimension at compile time so
 // that the inner loops of the small problems (the 2-D ring) unroll; Dim = 0 reads it at run time.
+// Responsibilities, log p and the denoiser come from group_kernel, kLanes rows at a time; the
+// score, divergence and Jacobian-vector product then walk each row on its own.
 template <int Dim>
 void evaluate_rows(const Batch& x, const PerSample& alpha, const PerSample& sigma, const GaussianMixture::Outputs& out,
                    const Eigen::ArrayXd& log_weights, const Batch& means, const Batch& variances) {
@@ -113,95 +272,80 @@ void evaluate_rows(const Batch& x, const PerSample& alpha, const PerSample& sigm
   const bool want_score = out.score != nullptr, want_div = out.divergence != nullptr, want_jvp = out.jvp != nullptr;
   const bool need_score = want_score || want_div || want_jvp;
 
-  // Scratch, allocated once per call. The rows of x are read into `xr` before any output row is
-  // written, so an output may alias x (score or denoiser in place).
-  LevelConstants c(kk, dd);
-  std::vector<double> resp(kk), xr(dd), s(dd), acc(dd);
+  // Scratch, allocated once per call. A group's rows of x are gathered into `xg` before any of
+  // its output rows is written, so an output may alias x (score or denoiser in place). Each lane
+  // keeps the constants of its last level: they are recomputed when a lane's level changes, i.e.
+  // once per call when the whole batch shares one level.
+  std::vector<LevelConstants> level(kLanes, LevelConstants(kk, dd));
+  LaneConstants lanes(kk, dd);
+  std::vector<double> xg(dd * kLanes), logit(kk * kLanes), resp(kk * kLanes), den(dd * kLanes), xr(dd), s(dd), acc(dd);
+  double log_p[kLanes];
 
-  for (Index row = 0; row < n; ++row) {
-    if (!c.matches(alpha[row], sigma[row])) c.compute(log_weights, means, variances, alpha[row], sigma[row]);
-    std::copy_n(x.data() + row * dd, dd, xr.data());
-
-    // Log-responsibilities up to log p, then log-sum-exp.
-    double top = -std::numeric_limits<double>::infinity();
-    for (Index k = 0; k < kk; ++k) {
-      const double* m = c.centre.data() + k * dd;
-      const double* p = c.precision.data() + k * dd;
-      double q = 0.0;
-      for (Index d = 0; d < dd; ++d) {
-        const double diff = xr[d] - m[d];
-        q += diff * diff * p[d];
+  for (Index row0 = 0; row0 < n; row0 += kLanes) {
+    const Index used = std::min(kLanes, n - row0);
+    for (Index j = 0; j < kLanes; ++j) {
+      const Index row = row0 + std::min(j, used - 1);
+      if (!level[j].matches(alpha[row], sigma[row])) {
+        level[j].compute(log_weights, means, variances, alpha[row], sigma[row]);
+        lanes.set(j, level[j]);
       }
-      resp[k] = c.log_norm[k] - 0.5 * q;
-      top = std::max(top, resp[k]);
+      for (Index d = 0; d < dd; ++d) xg[d * kLanes + j] = x.data()[row * dd + d];
     }
-    double total = 0.0;
-    for (Index k = 0; k < kk; ++k) {
-      // exp underflows to exactly 0 below -745.2: skipping the call there changes no bit.
-      const double z = resp[k] - top;
-      total += resp[k] = z < -750.0 ? 0.0 : std::exp(z);
-    }
-    const double inv_total = 1.0 / total;
-    for (Index k = 0; k < kk; ++k) resp[k] *= inv_total;
-    if (out.log_prob) (*out.log_prob)[row] = top + std::log(total);
+    group_kernel<Dim>(lanes, xg.data(), kk, dd, logit.data(), resp.data(), out.log_prob ? log_p : nullptr,
+                      out.denoised ? den.data() : nullptr);
 
-    if (need_score) {
+    for (Index j = 0; j < used; ++j) {
+      const Index row = row0 + j;
+      if (out.log_prob) (*out.log_prob)[row] = log_p[j];
+      if (out.denoised)
+        for (Index d = 0; d < dd; ++d) out.denoised->data()[row * dd + d] = den[d * kLanes + j];
+      if (!need_score) continue;
+
+      const LevelConstants& c = level[j];
+      for (Index d = 0; d < dd; ++d) xr[d] = xg[d * kLanes + j];
       std::fill(s.begin(), s.end(), 0.0);
       for (Index k = 0; k < kk; ++k) {
-        const double r = resp[k];
+        const double r = resp[k * kLanes + j];
         if (r == 0.0) continue;  // underflowed: contributes exactly nothing
         const double* m = c.centre.data() + k * dd;
         const double* p = c.precision.data() + k * dd;
         for (Index d = 0; d < dd; ++d) s[d] -= r * (xr[d] - m[d]) * p[d];
       }
       if (want_score) std::copy_n(s.data(), dd, out.score->data() + row * dd);
-    }
 
-    if (out.denoised) {
-      std::fill(acc.begin(), acc.end(), 0.0);
-      for (Index k = 0; k < kk; ++k) {
-        const double r = resp[k];
-        if (r == 0.0) continue;
-        const double* mu = means.data() + k * dd;
-        const double* m = c.centre.data() + k * dd;
-        const double* g = c.gain.data() + k * dd;
-        for (Index d = 0; d < dd; ++d) acc[d] += r * (mu[d] + g[d] * (xr[d] - m[d]));
-      }
-      std::copy_n(acc.data(), dd, out.denoised->data() + row * dd);
-    }
-
-    if (want_div) {
-      // sum_k r_k (|s_k - s|^2 - tr(1/v_k)), s_k = -(x - m_k) / v_k
-      double div = 0.0;
-      for (Index k = 0; k < kk; ++k) {
-        const double r = resp[k];
-        if (r == 0.0) continue;
-        const double* m = c.centre.data() + k * dd;
-        const double* p = c.precision.data() + k * dd;
-        double spread = 0.0;
-        for (Index d = 0; d < dd; ++d) {
-          const double delta = -(xr[d] - m[d]) * p[d] - s[d];
-          spread += delta * delta;
+      if (want_div) {
+        // sum_k r_k (|s_k - s|^2 - tr(1/v_k)), s_k = -(x - m_k) / v_k
+        double div = 0.0;
+        for (Index k = 0; k < kk; ++k) {
+          const double r = resp[k * kLanes + j];
+          if (r == 0.0) continue;
+          const double* m = c.centre.data() + k * dd;
+          const double* p = c.precision.data() + k * dd;
+          double spread = 0.0;
+          for (Index d = 0; d < dd; ++d) {
+            const double delta = -(xr[d] - m[d]) * p[d] - s[d];
+            spread += delta * delta;
+          }
+          div += r * (spread - c.trace[k]);
         }
-        div += r * (spread - c.trace[k]);
+        (*out.divergence)[row] = div;
       }
-      (*out.divergence)[row] = div;
-    }
 
-    if (want_jvp) {
-      // sum_k r_k [(s_k - s) ((s_k - s) . v) - v / v_k]
-      const double* v = out.jvp_direction->data() + row * dd;
-      std::fill(acc.begin(), acc.end(), 0.0);
-      for (Index k = 0; k < kk; ++k) {
-        const double r = resp[k];
-        if (r == 0.0) continue;
-        const double* m = c.centre.data() + k * dd;
-        const double* p = c.precision.data() + k * dd;
-        double along = 0.0;
-        for (Index d = 0; d < dd; ++d) along += (-(xr[d] - m[d]) * p[d] - s[d]) * v[d];
-        for (Index d = 0; d < dd; ++d) acc[d] += r * ((-(xr[d] - m[d]) * p[d] - s[d]) * along - v[d] * p[d]);
+      if (want_jvp) {
+        // sum_k r_k [(s_k - s) ((s_k - s) . v) - v / v_k]
+        const double* v = out.jvp_direction->data() + row * dd;
+        std::fill(acc.begin(), acc.end(), 0.0);
+        for (Index k = 0; k < kk; ++k) {
+          const double r = resp[k * kLanes + j];
+          if (r == 0.0) continue;
+          const double* m = c.centre.data() + k * dd;
+          const double* p = c.precision.data() + k * dd;
+          double along = 0.0;
+          for (Index d = 0; d < dd; ++d) along += (-(xr[d] - m[d]) * p[d] - s[d]) * v[d];
+          for (Index d = 0; d < dd; ++d) acc[d] += r * ((-(xr[d] - m[d]) * p[d] - s[d]) * along - v[d] * p[d]);
+        }
+        std::copy_n(acc.data(), dd, out.jvp->data() + row * dd);
       }
-      std::copy_n(acc.data(), dd, out.jvp->data() + row * dd);
     }
   }
 }

@@ -113,26 +113,6 @@ AffineMap<T> conversion(Parameterization from, Parameterization to, const T& alp
   throw std::invalid_argument("conversion: unknown parameterization");
 }
 
-// out = a_n x_n + b_n y_n for every sample n: the one state operation a conversion needs. `out`
-// may alias x or y. Specialised per state type (LibTorch's beside its state algebra); Batch's here.
-template <class State>
-struct RowCombination;
-
-template <>
-struct RowCombination<Batch> {
-  static void apply(Batch& out, const PerSample& a, const Batch& x, const PerSample& b, const Batch& y) {
-    if (out.rows() != x.rows() || out.cols() != x.cols()) out.resize(x.rows(), x.cols());
-    const Index cols = x.cols();
-    for (Index r = 0; r < x.rows(); ++r) {
-      const double ar = a[r], br = b[r];
-      const double* xr = x.data() + r * cols;
-      const double* yr = y.data() + r * cols;
-      double* o = out.data() + r * cols;
-      for (Index c = 0; c < cols; ++c) o[c] = ar * xr[c] + br * yr[c];
-    }
-  }
-};
-
 // Converts a batch of `from` predictions (made at x) to `to` predictions. `out` may alias
 // `prediction`.
 template <class State>
@@ -143,7 +123,8 @@ void convert(Parameterization from, Parameterization to, const State& x, const S
     return;
   }
   const auto map = conversion(from, to, levels.alpha, levels.sigma, levels.alpha_dot, levels.sigma_dot);
-  RowCombination<State>::apply(out, map.on_x, x, map.on_prediction, prediction);
+  // out = a_n x_n + b_n y_n per sample: the one state operation a conversion needs.
+  StateOps<State>::combine_rows(out, map.on_x, x, map.on_prediction, prediction);
 }
 
 // The interface every source of predictions implements: exact mixtures, LibTorch networks,

@@ -37,6 +37,9 @@ class Process {
   virtual ~Process() = default;
 
   virtual std::string_view name() const = 0;
+  // alpha(t) = 1 for every t (VE, EDM): then sigma~ = sigma, and a model may be asked at any
+  // noise level, also above the sampling range (Karras et al.'s churn raises sigma past sigma_max).
+  virtual bool unit_alpha() const { return false; }
   // Valid time range [t_min, T]; sampling runs from T down to t_min.
   double t_min() const { return t_min_; }
   double t_max() const { return t_max_; }
@@ -263,6 +266,7 @@ class VpCosine : public Process {
 // t_min = 1e-5 is score_sde's sampling eps for VE.
 class Ve : public Process {
  public:
+  bool unit_alpha() const override { return true; }
   Ve(double sigma_min = 0.01, double sigma_max = 50.0, double t_min = 1e-5, double t_max = 1.0)
       : Process(t_min, t_max), smin_(sigma_min), log_ratio_(std::log(sigma_max / sigma_min)) {
     validate_range();
@@ -294,6 +298,7 @@ class Ve : public Process {
 // [0.002, 80]; f = 0, g^2 = 2 t, lambda = -log t.
 class Edm : public Process {
  public:
+  bool unit_alpha() const override { return true; }
   Edm(double sigma_min = 0.002, double sigma_max = 80.0) : Process(sigma_min, sigma_max) {
     validate_range();
     if (!(sigma_min > 0)) throw std::invalid_argument(fmt::format("edm: need sigma_min > 0 (got {})", sigma_min));

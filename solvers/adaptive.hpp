@@ -81,17 +81,11 @@ namespace detail {
 // scalars_to_host / scalars_from_host / mask_to_host / mask_from_host in its StateOps.
 template <class State>
 decltype(auto) scalars_to_host(const typename StateOps<State>::Scalars& s) {
-  if constexpr (std::same_as<typename StateOps<State>::Scalars, PerSample>)
-    return (s);
-  else
-    return StateOps<State>::scalars_to_host(s);
+  return StateOps<State>::scalars_to_host(s);
 }
 template <class State>
 decltype(auto) scalars_from_host(const PerSample& s, const State& like) {
-  if constexpr (std::same_as<typename StateOps<State>::Scalars, PerSample>)
-    return (s);
-  else
-    return StateOps<State>::scalars_from_host(s, like);
+  return StateOps<State>::scalars_from_host(s, like);
 }
 template <class State>
 decltype(auto) mask_to_host(const typename StateOps<State>::Mask& m) {

@@ -101,10 +101,11 @@ inline void check_grid(std::span<const double> grid) {
 }  // namespace detail
 
 // ODE on a fixed grid. `x` holds the initial state and receives the final one.
+// (SDE steppers take the overload with a BrownianPath below.)
 template <class Stepper, class Problem, class State, class Observer = NoObserver>
+  requires(!Stepper::traits.stochastic)
 IntegrationStats integrate(Stepper& stepper, const Problem& problem, std::span<const double> grid, State& x,
                            Observer&& observer = {}) {
-  static_assert(!Stepper::traits.stochastic, "an SDE stepper needs a BrownianPath: integrate(stepper, problem, grid, x, path)");
   check_contract(Stepper::traits, problem_traits(problem));
   detail::check_grid(grid);
   IntegrationStats stats;

@@ -22,6 +22,7 @@
 #include "solvers/diffusion/sampler.hpp"
 
 #include <stdexcept>
+#include <type_traits>
 
 namespace diffode {
 
@@ -32,7 +33,7 @@ struct DDIMOptions {
 
 template <class State, DenoiserFor<State> Model, class Observer = NoObserver>
 IntegrationStats sample_ddim(const Model& model, State& x, std::span<const double> sigmas, const DDIMOptions& options = {},
-                             const SigmaNoise<State>* noise = nullptr, Observer&& observer = {}) {
+                             const std::type_identity_t<SigmaNoise<State>>* noise = nullptr, Observer&& observer = {}) {
   using Ops = StateOps<State>;
   check_sigmas(sigmas);
   if (options.eta < 0.0) throw std::invalid_argument("sample_ddim: eta must be >= 0");

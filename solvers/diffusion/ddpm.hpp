@@ -18,6 +18,7 @@
 #include "solvers/diffusion/sampler.hpp"
 
 #include <cmath>
+#include <type_traits>
 #include <stdexcept>
 
 namespace diffode {
@@ -37,7 +38,7 @@ inline double ddpm_step_variance(double sigma_t, double sigma_s, DDPMVariance va
 
 template <class State, DenoiserFor<State> Model, class Observer = NoObserver>
 IntegrationStats sample_ddpm(const Model& model, State& x, std::span<const double> sigmas, const DDPMOptions& options = {},
-                             const SigmaNoise<State>* noise = nullptr, Observer&& observer = {}) {
+                             const std::type_identity_t<SigmaNoise<State>>* noise = nullptr, Observer&& observer = {}) {
   using Ops = StateOps<State>;
   check_sigmas(sigmas);
   if (noise == nullptr) throw std::invalid_argument("sample_ddpm: needs a noise source");

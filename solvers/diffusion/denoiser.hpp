@@ -41,6 +41,10 @@ class ScaledDenoiser {
 
   // All samples at the scale-free level sigma~ = `sigma`.
   void operator()(const State& x_scaled, double sigma, State& denoised) const {
+    if (process_.unit_alpha()) {  // x = x~ and sigma = sigma~: no time needed, any level allowed
+      predictor_.predict_as(Parameterization::x0, x_scaled, {Ops::fill(x_scaled, 1.0), Ops::fill(x_scaled, sigma)}, denoised);
+      return;
+    }
     const double t = process_.t_of_scaled_sigma(sigma);
     const double alpha = process_.alpha(t);
     const Scalars alphas = Ops::fill(x_scaled, alpha), sigmas = Ops::fill(x_scaled, process_.sigma(t));
@@ -54,6 +58,10 @@ class ScaledDenoiser {
 
   // Each sample at its own sigma~.
   void operator()(const State& x_scaled, const Scalars& sigma, State& denoised) const {
+    if (process_.unit_alpha()) {
+      predictor_.predict_as(Parameterization::x0, x_scaled, {Ops::fill(x_scaled, 1.0), sigma}, denoised);
+      return;
+    }
     Scalars alphas = sigma, sigmas = sigma;
     for (Index n = 0; n < static_cast<Index>(sigma.size()); ++n) {
       const double t = process_.t_of_scaled_sigma(sigma[n]);

@@ -34,6 +34,7 @@
 #include <limits>
 #include <span>
 #include <stdexcept>
+#include <type_traits>
 #include <vector>
 
 namespace diffode {
@@ -115,7 +116,9 @@ struct DpmSolverOptions {
 // (a step to sigma~ = 0 is first order: one NFE, see the file comment).
 template <class State, DenoiserFor<State> Model, class Observer = NoObserver>
 IntegrationStats sample_dpm_solver(const Model& model, State& x, std::span<const double> sigmas,
-                                   const DpmSolverOptions& options = {}, Observer&& observer = {}) {
+                                   const DpmSolverOptions& options = {},
+                                   const std::type_identity_t<SigmaNoise<State>>* /*noise: deterministic*/ = nullptr,
+                                   Observer&& observer = {}) {
   check_sigmas(sigmas);
   const std::size_t steps = sigmas.size() - 1;
   if (!options.orders.empty() && options.orders.size() != steps)
@@ -190,7 +193,7 @@ IntegrationStats sample_dpm_solver_fast(const Model& model, State& x, double sig
                                         int order = 3, Observer&& observer = {}) {
   const auto schedule = dpm_solver_fast_schedule(nfe, sigma_max, sigma_min, order);
   return sample_dpm_solver(model, x, std::span<const double>(schedule.sigmas), DpmSolverOptions{.orders = schedule.orders},
-                           observer);
+                           nullptr, observer);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <type_traits>
 #include <cmath>
 #include <span>
 #include <stdexcept>
@@ -45,7 +46,7 @@ struct DpmSolverPP2SOptions {
 // NFE: 2 per step; 1 for a step that ends at sigma~ = 0 (k-diffusion: an Euler step to 0 = D).
 template <class State, DenoiserFor<State> Model, class Observer = NoObserver>
 IntegrationStats sample_dpmpp_2s(const Model& model, State& x, std::span<const double> sigmas, const DpmSolverPP2SOptions& options = {},
-                                 const SigmaNoise<State>* noise = nullptr, Observer&& observer = {}) {
+                                 const std::type_identity_t<SigmaNoise<State>>* noise = nullptr, Observer&& observer = {}) {
   using Ops = StateOps<State>;
   check_sigmas(sigmas);
   if (options.eta != 0.0 && noise == nullptr) throw std::invalid_argument("sample_dpmpp_2s: eta > 0 needs a noise source");
@@ -181,7 +182,7 @@ IntegrationStats sample_dpmpp_multistep(int max_order, const Model& model, State
 // DPM-Solver++(2M): one NFE per step. `noise` is unused (deterministic); it keeps the samplers' common signature.
 template <class State, DenoiserFor<State> Model, class Observer = NoObserver>
 IntegrationStats sample_dpmpp_2m(const Model& model, State& x, std::span<const double> sigmas,
-                                 const DpmSolverPPMultistepOptions& options = {}, const SigmaNoise<State>* /*noise*/ = nullptr,
+                                 const DpmSolverPPMultistepOptions& options = {}, const std::type_identity_t<SigmaNoise<State>>* /*noise*/ = nullptr,
                                  Observer&& observer = {}) {
   return detail::sample_dpmpp_multistep(2, model, x, sigmas, options, observer);
 }
@@ -189,7 +190,7 @@ IntegrationStats sample_dpmpp_2m(const Model& model, State& x, std::span<const d
 // DPM-Solver++(3M): one NFE per step; first step order 1, second order 2 (the "dpmsolver" form).
 template <class State, DenoiserFor<State> Model, class Observer = NoObserver>
 IntegrationStats sample_dpmpp_3m(const Model& model, State& x, std::span<const double> sigmas,
-                                 const DpmSolverPPMultistepOptions& options = {}, const SigmaNoise<State>* /*noise*/ = nullptr,
+                                 const DpmSolverPPMultistepOptions& options = {}, const std::type_identity_t<SigmaNoise<State>>* /*noise*/ = nullptr,
                                  Observer&& observer = {}) {
   return detail::sample_dpmpp_multistep(3, model, x, sigmas, options, observer);
 }
@@ -217,7 +218,7 @@ namespace detail {
 
 template <int MaxOrder, class State, class Model, class Observer>
 IntegrationStats sample_dpmpp_sde_multistep(const char* name, const Model& model, State& x, std::span<const double> sigmas,
-                                            const DpmSolverPPSdeOptions& options, const SigmaNoise<State>* noise,
+                                            const DpmSolverPPSdeOptions& options, const std::type_identity_t<SigmaNoise<State>>* noise,
                                             Observer& observer) {
   using Ops = StateOps<State>;
   check_sigmas(sigmas);
@@ -265,14 +266,14 @@ IntegrationStats sample_dpmpp_sde_multistep(const char* name, const Model& model
 
 template <class State, DenoiserFor<State> Model, class Observer = NoObserver>
 IntegrationStats sample_dpmpp_2m_sde(const Model& model, State& x, std::span<const double> sigmas,
-                                     const DpmSolverPPSdeOptions& options = {}, const SigmaNoise<State>* noise = nullptr,
+                                     const DpmSolverPPSdeOptions& options = {}, const std::type_identity_t<SigmaNoise<State>>* noise = nullptr,
                                      Observer&& observer = {}) {
   return detail::sample_dpmpp_sde_multistep<2>("sample_dpmpp_2m_sde", model, x, sigmas, options, noise, observer);
 }
 
 template <class State, DenoiserFor<State> Model, class Observer = NoObserver>
 IntegrationStats sample_dpmpp_3m_sde(const Model& model, State& x, std::span<const double> sigmas,
-                                     const DpmSolverPPSdeOptions& options = {}, const SigmaNoise<State>* noise = nullptr,
+                                     const DpmSolverPPSdeOptions& options = {}, const std::type_identity_t<SigmaNoise<State>>* noise = nullptr,
                                      Observer&& observer = {}) {
   return detail::sample_dpmpp_sde_multistep<3>("sample_dpmpp_3m_sde", model, x, sigmas, options, noise, observer);
 }

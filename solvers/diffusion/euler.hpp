@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 
 namespace diffode {
 
@@ -25,9 +26,25 @@ inline double churn_gamma(const ChurnOptions& churn, double sigma, std::size_t s
   return std::min(churn.s_churn / static_cast<double>(steps), std::sqrt(2.0) - 1.0);
 }
 
+// Algorithm 2, lines 4-6: raise the noise level of x from sigmas[i] to sigma_hat = (1 + gamma_i)
+// sigmas[i] by adding fresh noise of variance s_noise^2 (sigma_hat^2 - sigmas[i]^2); returns
+// sigma_hat (= sigmas[i] where gamma_i = 0, and then no noise is drawn). The noise is the path's
+// over the step [sigmas[i], sigmas[i+1]], as sample_euler draws it.
+template <class State>
+double churn_noise_level(const ChurnOptions& churn, std::span<const double> sigmas, std::size_t i,
+                         const std::type_identity_t<SigmaNoise<State>>* noise, State& x, State& eps) {
+  const double gamma = churn_gamma(churn, sigmas[i], sigmas.size() - 1);
+  const double sigma_hat = sigmas[i] * (gamma + 1.0);
+  if (gamma > 0.0) {
+    noise->normal(sigmas[i], sigmas[i + 1], x, eps);
+    StateOps<State>::update(x, x, churn.s_noise * std::sqrt(sigma_hat * sigma_hat - sigmas[i] * sigmas[i]), {{1.0, eps}});
+  }
+  return sigma_hat;
+}
+
 template <class State, DenoiserFor<State> Model, class Observer = NoObserver>
 IntegrationStats sample_euler(const Model& model, State& x, std::span<const double> sigmas, const ChurnOptions& churn = {},
-                              const SigmaNoise<State>* noise = nullptr, Observer&& observer = {}) {
+                              const std::type_identity_t<SigmaNoise<State>>* noise = nullptr, Observer&& observer = {}) {
   using Ops = StateOps<State>;
   check_sigmas(sigmas);
   if (churn.s_churn > 0.0 && noise == nullptr) throw std::invalid_argument("sample_euler: churn needs a noise source");
@@ -35,12 +52,7 @@ IntegrationStats sample_euler(const Model& model, State& x, std::span<const doub
   State denoised, d, eps;
   const std::size_t steps = sigmas.size() - 1;
   for (std::size_t i = 0; i < steps; ++i) {
-    const double gamma = churn_gamma(churn, sigmas[i], steps);
-    const double sigma_hat = sigmas[i] * (gamma + 1.0);
-    if (gamma > 0.0) {  // raise the noise level to sigma_hat (Algorithm 2, lines 5-6)
-      noise->normal(sigmas[i], sigmas[i + 1], x, eps);
-      Ops::update(x, x, churn.s_noise * std::sqrt(sigma_hat * sigma_hat - sigmas[i] * sigmas[i]), {{1.0, eps}});
-    }
+    const double sigma_hat = churn_noise_level(churn, sigmas, i, noise, x, eps);
     run.denoise(x, sigma_hat, denoised);
     karras_derivative(x, sigma_hat, denoised, d);
     const double h = sigmas[i + 1] - sigma_hat;

@@ -17,22 +17,6 @@
 
 namespace diffode {
 
-// Algorithm 2, lines 4-6: raise the noise level of x from sigmas[i] to sigma_hat = (1 + gamma_i)
-// sigmas[i] by adding fresh noise of variance s_noise^2 (sigma_hat^2 - sigmas[i]^2); returns
-// sigma_hat (= sigmas[i] where gamma_i = 0, and then no noise is drawn). The noise is the path's
-// over the step [sigmas[i], sigmas[i+1]], as sample_euler draws it.
-template <class State>
-double churn_noise_level(const ChurnOptions& churn, std::span<const double> sigmas, std::size_t i,
-                         const SigmaNoise<State>* noise, State& x, State& eps) {
-  const double gamma = churn_gamma(churn, sigmas[i], sigmas.size() - 1);
-  const double sigma_hat = sigmas[i] * (gamma + 1.0);
-  if (gamma > 0.0) {
-    noise->normal(sigmas[i], sigmas[i + 1], x, eps);
-    StateOps<State>::update(x, x, churn.s_noise * std::sqrt(sigma_hat * sigma_hat - sigmas[i] * sigmas[i]), {{1.0, eps}});
-  }
-  return sigma_hat;
-}
-
 // (`noise` is a non-deduced parameter, so a plain nullptr can precede an observer.)
 template <class State, DenoiserFor<State> Model, class Observer = NoObserver>
 IntegrationStats sample_heun(const Model& model, State& x, std::span<const double> sigmas, const ChurnOptions& churn = {},

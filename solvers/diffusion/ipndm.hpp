@@ -25,6 +25,7 @@
 #include "solvers/diffusion/sampler.hpp"
 
 #include <algorithm>
+#include <type_traits>
 #include <stdexcept>
 #include <vector>
 
@@ -36,7 +37,7 @@ struct IPNDMOptions {
 
 template <class State, DenoiserFor<State> Model, class Observer = NoObserver>
 IntegrationStats sample_ipndm(const Model& model, State& x, std::span<const double> sigmas, const IPNDMOptions& options = {},
-                              const SigmaNoise<State>* /*noise: deterministic*/ = nullptr, Observer&& observer = {}) {
+                              const std::type_identity_t<SigmaNoise<State>>* /*noise: deterministic*/ = nullptr, Observer&& observer = {}) {
   using Ops = StateOps<State>;
   check_sigmas(sigmas);
   if (options.max_order < 1 || options.max_order > 4) throw std::invalid_argument("sample_ipndm: max_order must be 1..4");

@@ -35,6 +35,7 @@
 #include <Eigen/Dense>
 
 #include <algorithm>
+#include <type_traits>
 #include <cmath>
 #include <stdexcept>
 #include <vector>
@@ -95,7 +96,7 @@ inline UniPCCoefficients unipc_coefficients(int p, double hh, const std::vector<
 
 template <class State, DenoiserFor<State> Model, class Observer = NoObserver>
 IntegrationStats sample_unipc(const Model& model, State& x, std::span<const double> sigmas, const UniPCOptions& options = {},
-                              const SigmaNoise<State>* /*noise: deterministic*/ = nullptr, Observer&& observer = {}) {
+                              const std::type_identity_t<SigmaNoise<State>>* /*noise: deterministic*/ = nullptr, Observer&& observer = {}) {
   using Ops = StateOps<State>;
   check_sigmas(sigmas);
   const int order = options.order;

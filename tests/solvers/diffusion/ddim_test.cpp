@@ -5,7 +5,7 @@
 #include "solvers/diffusion/euler.hpp"
 #include "tests/support/convergence.hpp"
 #include "tests/support/diffusion_cases.hpp"
-#include "tests/support/sample_checks.hpp"
+#include "tests/support/sample_law.hpp"
 
 #include <gtest/gtest.h>
 

@@ -2,7 +2,7 @@
 // choices), the posterior mean and variance are those of q(x_s | x_t, x0), and noise is required.
 #include "solvers/diffusion/ddpm.hpp"
 #include "tests/support/diffusion_cases.hpp"
-#include "tests/support/sample_checks.hpp"
+#include "tests/support/sample_law.hpp"
 
 #include <gtest/gtest.h>
 

@@ -4,7 +4,7 @@
 // samples p_0 in distribution at eta = 1, as DPM-2 with churn does.
 #include "solvers/diffusion/dpm2.hpp"
 #include "problems/time_grid.hpp"
-#include "tests/solvers/diffusion/sample_law_checks.hpp"
+#include "tests/support/sample_law.hpp"
 #include "tests/support/convergence.hpp"
 #include "tests/support/diffusion_cases.hpp"
 

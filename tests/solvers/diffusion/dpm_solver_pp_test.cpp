@@ -6,7 +6,7 @@
 #include "solvers/diffusion/dpm_solver_pp.hpp"
 #include "tests/support/convergence.hpp"
 #include "tests/support/diffusion_cases.hpp"
-#include "tests/support/sample_checks.hpp"
+#include "tests/support/sample_law.hpp"
 
 #include <gtest/gtest.h>
 

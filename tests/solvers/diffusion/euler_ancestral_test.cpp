@@ -4,7 +4,7 @@
 #include "solvers/diffusion/euler_ancestral.hpp"
 #include "problems/time_grid.hpp"
 #include "solvers/diffusion/euler.hpp"
-#include "tests/solvers/diffusion/sample_law_checks.hpp"
+#include "tests/support/sample_law.hpp"
 #include "tests/support/diffusion_cases.hpp"
 
 #include <gtest/gtest.h>

@@ -4,7 +4,7 @@
 // sampling p_0 in distribution.
 #include "solvers/diffusion/heun.hpp"
 #include "problems/time_grid.hpp"
-#include "tests/solvers/diffusion/sample_law_checks.hpp"
+#include "tests/support/sample_law.hpp"
 #include "tests/support/convergence.hpp"
 #include "tests/support/diffusion_cases.hpp"
 
