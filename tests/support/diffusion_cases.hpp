@@ -7,6 +7,10 @@
 #include "problems/process.hpp"
 #include "problems/time_grid.hpp"
 #include "solvers/diffusion/denoiser.hpp"
+#include "solvers/integrate.hpp"
+#include "tests/support/convergence.hpp"
+
+#include <gtest/gtest.h>
 
 #include <cmath>
 #include <memory>
@@ -79,6 +83,42 @@ inline std::vector<double> log_uniform_sigmas(double sigma_max, double sigma_min
 // Root-mean-square over samples of the per-sample Euclidean error.
 inline double rms_error(const Batch& x, const Batch& reference) {
   return std::sqrt((x - reference).square().rowwise().sum().mean());
+}
+
+// The four standard cases, for INSTANTIATE_TEST_SUITE_P.
+using CaseName = std::pair<const char*, const char*>;
+inline auto standard_cases() {
+  return ::testing::Values(CaseName{"ring2d", "edm"}, CaseName{"ring2d", "vp"}, CaseName{"mix16", "edm"}, CaseName{"mix16", "vp"});
+}
+
+struct SamplerOrderFit {
+  double order = 0;
+  std::vector<double> errors;
+};
+
+// The order test every deterministic sampler shares: from the case's noise, run `sample(x, sigmas)`
+// (a sampler call returning IntegrationStats) on log-uniform grids of each step count down to
+// sigma_end > 0 (the smooth part of the ODE), check it did not fail and spent `nfe(n)` evaluations,
+// and fit the slope of the RMS error against the probability-flow reference.
+template <class Sample, class Nfe>
+SamplerOrderFit fit_sampler_order(const DiffusionCase& c, const std::vector<int>& steps, Sample&& sample, Nfe&& nfe,
+                                  Index samples = 32, double sigma_end = 0.05) {
+  const Batch x_T = c.initial_noise(samples);
+  const Batch reference = pf_ode_reference(c, x_T, c.sigma_max, sigma_end);
+  SamplerOrderFit fit;
+  std::vector<double> hs;
+  for (int n : steps) {
+    Batch x = x_T;
+    const auto sigmas = log_uniform_sigmas(c.sigma_max, sigma_end, n);
+    const IntegrationStats stats = sample(x, std::span<const double>(sigmas));
+    EXPECT_FALSE(stats.failed) << stats.failure;
+    EXPECT_EQ(stats.nfe, nfe(n)) << c.name << " at " << n << " steps";
+    hs.push_back(1.0 / n);
+    fit.errors.push_back(rms_error(x, reference));
+  }
+  fit.order = fitted_order(hs, fit.errors);
+  ::testing::Test::RecordProperty("fitted_order", std::to_string(fit.order));
+  return fit;
 }
 
 }  // namespace diffode::testing

@@ -21,22 +21,10 @@ class DDIMOrder : public ::testing::TestWithParam<Case> {};
 
 TEST_P(DDIMOrder, DeterministicDDIMIsFirstOrder) {
   const auto c = testing::make_case(GetParam().first, GetParam().second);
-  const double sigma_end = 0.05;
-  const Batch x_T = c.initial_noise(32);
-  const Batch reference = testing::pf_ode_reference(c, x_T, c.sigma_max, sigma_end);
-  std::vector<double> hs, errors;
-  for (int n : {64, 96, 128, 192, 256}) {
-    Batch x = x_T;
-    const auto sigmas = testing::log_uniform_sigmas(c.sigma_max, sigma_end, n);
-    const auto stats = sample_ddim(*c.denoiser, x, std::span<const double>(sigmas));
-    ASSERT_FALSE(stats.failed) << stats.failure;
-    EXPECT_EQ(stats.nfe, n);
-    hs.push_back(1.0 / n);
-    errors.push_back(testing::rms_error(x, reference));
-  }
-  const double order = testing::fitted_order(hs, errors);
-  RecordProperty("fitted_order", std::to_string(order));
-  EXPECT_NEAR(order, 1.0, 0.3) << c.name << " errors " << errors.front() << " .. " << errors.back();
+  const auto fit = testing::fit_sampler_order(
+      c, {64, 96, 128, 192, 256}, [&](Batch& x, std::span<const double> s) { return sample_ddim(*c.denoiser, x, s); },
+      [](int n) { return n; });
+  EXPECT_NEAR(fit.order, 1.0, 0.3) << c.name << " errors " << fit.errors.front() << " .. " << fit.errors.back();
 }
 
 // D + (sigma_next/sigma)(x - D) and x + (sigma_next - sigma)(x - D)/sigma are one formula: DDIM at

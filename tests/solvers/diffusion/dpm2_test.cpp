@@ -13,31 +13,17 @@
 namespace diffode {
 namespace {
 
-class Dpm2Order : public ::testing::TestWithParam<std::pair<const char*, const char*>> {};
+class Dpm2Order : public ::testing::TestWithParam<testing::CaseName> {};
 
 TEST_P(Dpm2Order, ErrorFallsAtOrderTwo) {
   const auto c = testing::make_case(GetParam().first, GetParam().second);
-  const double sigma_end = 0.05;  // the smooth part of the ODE: no step to 0
-  const Batch x_T = c.initial_noise(32);
-  const Batch reference = testing::pf_ode_reference(c, x_T, c.sigma_max, sigma_end);
-  std::vector<double> hs, errors;
-  for (int n : {32, 64, 128, 256, 512}) {
-    Batch x = x_T;
-    const auto sigmas = testing::log_uniform_sigmas(c.sigma_max, sigma_end, n);
-    const auto stats = sample_dpm_2(*c.denoiser, x, std::span<const double>(sigmas));
-    ASSERT_FALSE(stats.failed) << stats.failure;
-    EXPECT_EQ(stats.nfe, 2 * n);
-    hs.push_back(1.0 / n);
-    errors.push_back(testing::rms_error(x, reference));
-  }
-  const double order = testing::fitted_order(hs, errors);
-  RecordProperty("fitted_order", std::to_string(order));
-  EXPECT_NEAR(order, 2.0, 0.3) << c.name << " errors " << errors.front() << " .. " << errors.back();
+  const auto fit = testing::fit_sampler_order(
+      c, {32, 64, 128, 256, 512}, [&](Batch& x, std::span<const double> s) { return sample_dpm_2(*c.denoiser, x, s); },
+      [](int n) { return 2 * n; });
+  EXPECT_NEAR(fit.order, 2.0, 0.3) << c.name << " errors " << fit.errors.front() << " .. " << fit.errors.back();
 }
 
-INSTANTIATE_TEST_SUITE_P(Mixtures, Dpm2Order,
-                         ::testing::Values(std::pair{"ring2d", "edm"}, std::pair{"ring2d", "vp"}, std::pair{"mix16", "edm"},
-                                           std::pair{"mix16", "vp"}));
+INSTANTIATE_TEST_SUITE_P(Mixtures, Dpm2Order, testing::standard_cases());
 
 TEST(Dpm2Sampler, StepToZeroIsEulerAndReturnsTheDenoisedValue) {
   const auto c = testing::make_case("mix16", "edm");

@@ -64,24 +64,10 @@ TEST_P(DpmSolverPPOrder, ErrorFallsAtItsOrder) {
   const auto& [sampler, mix] = GetParam();
   const OrderCase oc = order_case(sampler);
   const auto c = testing::make_case(mix.first, mix.second);
-  const Batch x_T = c.initial_noise(32);
-  const Batch reference = testing::pf_ode_reference(c, x_T, c.sigma_max, kSigmaEnd);
-  std::vector<double> hs, errors;
-  for (int n : oc.steps) {
-    Batch x = x_T;
-    const auto sigmas = testing::log_uniform_sigmas(c.sigma_max, kSigmaEnd, n);
-    const auto stats = oc.sample(*c.denoiser, x, std::span<const double>(sigmas));
-    ASSERT_FALSE(stats.failed) << stats.failure;
-    EXPECT_EQ(stats.nfe, oc.nfe_per_step * n);
-    hs.push_back(1.0 / n);
-    errors.push_back(testing::rms_error(x, reference));
-  }
-  const double order = testing::fitted_order(hs, errors);
-  RecordProperty("fitted_order", std::to_string(order));
-  std::cout << c.name << " DPM-Solver++ " << oc.name << " fitted order " << order << " errors";
-  for (double e : errors) std::cout << ' ' << e;
-  std::cout << '\n';
-  EXPECT_NEAR(order, oc.order, 0.3) << c.name << " errors " << errors.front() << " .. " << errors.back();
+  const auto fit = testing::fit_sampler_order(
+      c, oc.steps, [&](Batch& x, std::span<const double> s) { return oc.sample(*c.denoiser, x, s); },
+      [&](int n) { return oc.nfe_per_step * n; }, 32, kSigmaEnd);
+  EXPECT_NEAR(fit.order, oc.order, 0.3) << c.name << " " << oc.name << " errors " << fit.errors.front() << " .. " << fit.errors.back();
 }
 
 INSTANTIATE_TEST_SUITE_P(Mixtures, DpmSolverPPOrder,

@@ -28,25 +28,12 @@ class DpmSolverOrder : public ::testing::TestWithParam<std::tuple<OrderCase, std
 TEST_P(DpmSolverOrder, ErrorFallsAtItsOrder) {
   const auto& [oc, mix] = GetParam();
   const auto c = testing::make_case(mix.first, mix.second);
-  const Batch x_T = c.initial_noise(32);
-  const Batch reference = testing::pf_ode_reference(c, x_T, c.sigma_max, kSigmaEnd);
-  std::vector<double> hs, errors;
-  for (int n : oc.steps) {
-    Batch x = x_T;
-    const auto sigmas = testing::log_uniform_sigmas(c.sigma_max, kSigmaEnd, n);
-    const auto stats = sample_dpm_solver(*c.denoiser, x, std::span<const double>(sigmas), DpmSolverOptions{.order = oc.order});
-    ASSERT_FALSE(stats.failed) << stats.failure;
-    EXPECT_EQ(stats.nfe, oc.order * n);
-    EXPECT_EQ(stats.steps, n);
-    hs.push_back(1.0 / n);
-    errors.push_back(testing::rms_error(x, reference));
-  }
-  const double order = testing::fitted_order(hs, errors);
-  RecordProperty("fitted_order", std::to_string(order));
-  std::cout << c.name << " DPM-Solver-" << oc.order << " fitted order " << order << " errors";
-  for (double e : errors) std::cout << ' ' << e;
-  std::cout << '\n';
-  EXPECT_NEAR(order, oc.order, 0.3) << c.name << " errors " << errors.front() << " .. " << errors.back();
+  const auto fit = testing::fit_sampler_order(
+      c, oc.steps,
+      [&](Batch& x, std::span<const double> s) { return sample_dpm_solver(*c.denoiser, x, s, DpmSolverOptions{.order = oc.order}); },
+      [&](int n) { return oc.order * n; }, 32, kSigmaEnd);
+  EXPECT_NEAR(fit.order, oc.order, 0.3) << c.name << " DPM-Solver-" << oc.order << " errors " << fit.errors.front() << " .. "
+                                         << fit.errors.back();
 }
 
 INSTANTIATE_TEST_SUITE_P(
