@@ -90,6 +90,29 @@ struct StateOps<Batch> {
     }
   }
 
+  // out = sum_j c_j k_j: a general linear combination in one pass (exponential integrators scale
+  // x by sigma_t/sigma_s, so their update is not of update()'s x + h sum form). `out` may alias a k_j.
+  static void combine(Batch& out, std::initializer_list<Term<Batch>> terms) {
+    const Batch& first = terms.begin()->value;
+    resize_like(out, first);
+    const Index n = first.size();
+    const std::size_t m = terms.size();
+    const double* kv[16];
+    double c[16];
+    std::size_t j = 0;
+    for (const auto& t : terms) {
+      kv[j] = t.value.data();
+      c[j] = t.coeff;
+      ++j;
+    }
+    double* o = out.data();
+    for (Index i = 0; i < n; ++i) {
+      double acc = c[0] * kv[0][i];
+      for (std::size_t q = 1; q < m; ++q) acc += c[q] * kv[q][i];
+      o[i] = acc;
+    }
+  }
+
   // out = x + h_n * sum_j c_j k_j, with a step size per sample (row n).
   static void update(Batch& out, const Batch& x, const Scalars& h, std::initializer_list<Term<Batch>> terms) {
     resize_like(out, x);

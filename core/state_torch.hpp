@@ -85,6 +85,14 @@ struct StateOps<torch::Tensor> {
     if (!in_place) out = result;
   }
 
+  // out = sum_j c_j k_j in one pass per term; `out` may alias a k_j (the result is built apart).
+  static void combine(State& out, std::initializer_list<Term<State>> terms) {
+    auto t = terms.begin();
+    State result = torch::mul(t->value, t->coeff);
+    for (++t; t != terms.end(); ++t) result.add_(t->value, t->coeff);
+    out = result;
+  }
+
   // out = x + h_n * sum_j c_j k_j, with a step size per sample (h is [N], broadcast over the sample).
   // The same one-pass-per-term scheme as above, each pass a fused x + (h_n c_j) k_j.
   static void update(State& out, const State& x, const Scalars& h, std::initializer_list<Term<State>> terms) {

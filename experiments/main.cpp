@@ -26,7 +26,24 @@ int main(int argc, char** argv) {
   sample->add_option("config", sample_config, "The TOML config: [process], [model], [grid], [sampler], [run] (see experiments/sample_command.hpp)")
       ->required();
 
-  app.add_subcommand("samplers", "List the samplers a config's [sampler] name can take");
+  sample->footer(R"(Config keys (unknown keys, wrong types and impossible values are errors naming file, line and key; exit 2):
+  [process]  name = "edm" | "vp" | "vp_cosine" | "subvp" | "ve" | "flow"
+             beta_min, beta_max, sigma_min, sigma_max, t_min, t_max: override the process's defaults
+  [model]    kind = "mixture"; preset = "ring2d" | "iso16" | "diag64", seed = 0
+             or weights = [...], means = [[...]], variances = [[...]]
+             or file = "mixture.h5" (datasets weights K, means K x D, variances K x D)
+  [grid]     schedule = "karras" | "uniform_t" | "uniform_lambda" | "quadratic" | "exponential" |
+                        "polyexponential" | "ddpm" | "file" | "hdf5"
+             steps; rho (karras 7, polyexponential 1); final_step = "to_zero" | "to_t_min" | "denoise"
+             spacing = "linspace" | "leading" | "trailing" (ddpm); file (a text list of t, or HDF5)
+             dataset, variable = "t" | "sigma" (hdf5: replay another run's grid)
+  [sampler]  name (required; see 'diffode samplers' for names and options), then its options
+  [run]      samples = 1024, seed = 0, initial = "prior" | "exact", initial_file + initial_dataset
+             (x_T from HDF5), output (required), save_trajectory = false
+Output HDF5: /samples, /initial, /grid/t, /grid/sigma, /trajectory/step_NNNN; root attributes
+config, sampler, status, failure, nfe, seed, command_line, commit, versions, host, start_time.)");
+
+  app.add_subcommand("samplers", "List the samplers a config's [sampler] name can take, with their options");
 
   CLI11_PARSE(app, argc, argv);
 

@@ -28,6 +28,7 @@
 
 #include <algorithm>
 #include <type_traits>
+#include <utility>
 #include <cmath>
 #include <span>
 #include <stdexcept>
@@ -136,21 +137,20 @@ void dpmpp_multistep_update(int order, DpmSolverPP3MForm form, const DpmppHistor
     return;
   }
   const double lambda_t = lambda_of_sigma(sigma_t), h = lambda_t - hist.lambda0;
-  const double p1 = phi1(-h);
-  Ops::scale(out, sigma_t / sigma_s, x);
+  const double p1 = phi1(-h), ratio = sigma_t / sigma_s;
+  // One pass over the state: out = ratio x + h sum_j c_j D_j.
   if (order == 1) {
-    Ops::update(out, out, h * p1, {{1.0, hist.d0}});
+    Ops::combine(out, {{ratio, x}, {h * p1, hist.d0}});
   } else if (order == 2) {
     const double r0 = (hist.lambda0 - hist.lambda1) / h, c = 0.5 / r0;  // D + D1_0 / 2
-    Ops::update(out, out, h * p1, {{1.0 + c, hist.d0}, {-c, hist.d1}});
+    Ops::combine(out, {{ratio, x}, {h * p1 * (1.0 + c), hist.d0}, {-h * p1 * c, hist.d1}});
   } else {
     const double r0 = (hist.lambda0 - hist.lambda1) / h, r1 = (hist.lambda1 - hist.lambda2) / h, s = r0 + r1;
     const double p2 = phi2(-h), p3 = (form == DpmSolverPP3MForm::third_order ? 2.0 : 1.0) * phi3(-h);
     // Coefficients of D1_0 and D1_1 in phi_2 D1 + phi_3 D2.
     const double a0 = p2 * (1.0 + r0 / s) + p3 / s, a1 = -(p2 * r0 / s + p3 / s);
     // D1_0 = (D_0 - D_1)/r0, D1_1 = (D_1 - D_2)/r1, expanded over D_0, D_1, D_2.
-    Ops::update(out, out, h,
-                {{p1 + a0 / r0, hist.d0}, {-a0 / r0 + a1 / r1, hist.d1}, {-a1 / r1, hist.d2}});
+    Ops::combine(out, {{ratio, x}, {h * (p1 + a0 / r0), hist.d0}, {h * (-a0 / r0 + a1 / r1), hist.d1}, {h * (-a1 / r1), hist.d2}});
   }
 }
 
@@ -171,7 +171,7 @@ IntegrationStats sample_dpmpp_multistep(int max_order, const Model& model, State
     int order = std::min(max_order, hist.size);  // warm-up: as many values as the history holds
     if (lower_final) order = std::min(order, static_cast<int>(steps - i));
     dpmpp_multistep_update(order, options.form, hist, x, sigmas[i], sigmas[i + 1], next);
-    StateOps<State>::assign(x, next);
+    std::swap(x, next);  // the buffers trade places; no copy
     if (!run.finish_step(i, sigmas[i + 1], sigmas[i + 1] - sigmas[i], x)) break;
   }
   return run.stats;
