@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <unistd.h>
 #include <fstream>
 
 namespace diffode {
@@ -21,7 +22,9 @@ namespace fs = std::filesystem;
 class SampleCommand : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() / fmt::format("diffode_sample_test_{}", ::testing::UnitTest::GetInstance()->random_seed());
+    // One folder per test and process: ctest runs the tests of this file in parallel processes.
+    dir_ = fs::temp_directory_path() /
+           fmt::format("diffode_sample_test_{}_{}", ::testing::UnitTest::GetInstance()->current_test_info()->name(), ::getpid());
     fs::create_directories(dir_);
   }
   void TearDown() override { fs::remove_all(dir_); }
