@@ -232,7 +232,7 @@ void print_adaptive(std::ostream& out, const std::vector<ToleranceRow>& rows) {
 
 void write_adaptive_markdown(std::ostream& out, const std::vector<ToleranceRow>& rows) {
   out << "\n## Adaptive Dopri5\n\nPer-sample PI step-size control on the linear 3-D problem over [0, 5], error against the "
-         "matrix exponential. Steps and rejections are summed over the 4 samples; nfe counts batched evaluations.\n\n";
+         "matrix exponential. steps: accepted steps of the sample that took most; rejected: summed over the 4 samples; nfe: batched evaluations.\n\n";
   out << "| rtol = atol | max error | steps | rejected | nfe |\n|---:|---:|---:|---:|---:|\n";
   for (const auto& r : rows) out << fmt::format("| {:.0e} | {:.3e} | {} | {} | {} |\n", r.tolerance, r.error, r.steps, r.rejected, r.nfe);
 }
