@@ -1,5 +1,5 @@
 // Euler ancestral sampler: k-diffusion's sample_euler_ancestral (Crowson, k-diffusion,
-// github.com/crowsonkb/k-diffusion). Each step sigma -> sigma_next is split as in DDIM (Song et al.
+// crowsonkb/k-diffusion). Each step sigma -> sigma_next is split as in DDIM (Song et al.
 // 2021, arXiv:2010.02502, eq. 16, in sigma~): an Euler step of the PF-ODE dx/dsigma =
 // (x - D(x; sigma)) / sigma down to sigma_down, then fresh noise of size sigma_up, with
 // sigma_down^2 + sigma_up^2 = sigma_next^2. eta = 1 is the ancestral (DDPM-like) sampler, eta = 0
