@@ -16,6 +16,7 @@
 #include <cstddef>
 #include <initializer_list>
 #include <limits>
+#include <stdexcept>
 
 namespace diffode {
 
@@ -73,16 +74,10 @@ struct StateOps<Batch> {
     const Index n = x.size();
     double* o = out.data();
     const double* xv = x.data();
-    // Gather pointers and coefficients once; the inner loop is a fused multiply-add per term.
-    const std::size_t m = terms.size();
-    const double* kv[16];
-    double c[16];
-    std::size_t j = 0;
-    for (const auto& t : terms) {
-      kv[j] = t.value.data();
-      c[j] = h * t.coeff;
-      ++j;
-    }
+    // Pointers and coefficients gathered once; the inner loop is a multiply-add per term.
+    const double* kv[kMaxTerms];
+    double c[kMaxTerms];
+    const std::size_t m = gather(terms, h, kv, c);
     for (Index i = 0; i < n; ++i) {
       double acc = 0.0;
       for (std::size_t q = 0; q < m; ++q) acc += c[q] * kv[q][i];
@@ -96,15 +91,9 @@ struct StateOps<Batch> {
     const Batch& first = terms.begin()->value;
     resize_like(out, first);
     const Index n = first.size();
-    const std::size_t m = terms.size();
-    const double* kv[16];
-    double c[16];
-    std::size_t j = 0;
-    for (const auto& t : terms) {
-      kv[j] = t.value.data();
-      c[j] = t.coeff;
-      ++j;
-    }
+    const double* kv[kMaxTerms];
+    double c[kMaxTerms];
+    const std::size_t m = gather(terms, 1.0, kv, c);
     double* o = out.data();
     for (Index i = 0; i < n; ++i) {
       double acc = c[0] * kv[0][i];
@@ -117,15 +106,9 @@ struct StateOps<Batch> {
   static void update(Batch& out, const Batch& x, const Scalars& h, std::initializer_list<Term<Batch>> terms) {
     resize_like(out, x);
     const Index rows = x.rows(), cols = x.cols();
-    const std::size_t m = terms.size();
-    const double* kv[16];
-    double c[16];
-    std::size_t j = 0;
-    for (const auto& t : terms) {
-      kv[j] = t.value.data();
-      c[j] = t.coeff;
-      ++j;
-    }
+    const double* kv[kMaxTerms];
+    double c[kMaxTerms];
+    const std::size_t m = gather(terms, 1.0, kv, c);
     for (Index r = 0; r < rows; ++r) {
       const double hr = h[r];
       for (Index col = 0; col < cols; ++col) {
@@ -179,6 +162,20 @@ struct StateOps<Batch> {
   static Mask finite_rows(const Batch& x) { return x.isFinite().rowwise().all(); }
 
  private:
+  static constexpr std::size_t kMaxTerms = 16;
+
+  // The terms' data pointers and scale * coefficients, as plain arrays for the inner loops.
+  static std::size_t gather(std::initializer_list<Term<Batch>> terms, double scale, const double** kv, double* c) {
+    if (terms.size() > kMaxTerms) throw std::invalid_argument("StateOps<Batch>: at most 16 terms in one linear combination");
+    std::size_t j = 0;
+    for (const auto& t : terms) {
+      kv[j] = t.value.data();
+      c[j] = scale * t.coeff;
+      ++j;
+    }
+    return j;
+  }
+
   static void resize_like(Batch& out, const Batch& x) {
     if (out.rows() != x.rows() || out.cols() != x.cols()) out.resize(x.rows(), x.cols());
   }
