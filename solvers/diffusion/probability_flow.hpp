@@ -54,6 +54,16 @@ class DiffusionScore {
                           {StateOps<State>::scalars_from_host(alpha, x), StateOps<State>::scalars_from_host(sigma, x)}, out);
   }
 
+  // f(t) x - weight g^2(t) s(x, t): the probability-flow drift (weight 1/2) and the reverse SDE's
+  // (weight 1), one score evaluation.
+  void drift(const State& x, const Scalars& t, double weight, State& out) const {
+    const PerSample& t_host = StateOps<State>::scalars_to_host(t);
+    const PerSample f = process_.f(t_host), score_weight = -(weight * process_.g2(t_host));
+    (*this)(x, t, out);
+    StateOps<State>::combine_rows(out, StateOps<State>::scalars_from_host(f, x), x, StateOps<State>::scalars_from_host(score_weight, x),
+                                  out);
+  }
+
  private:
   const Process& process_;
   const Predictor<State>& predictor_;
@@ -71,12 +81,7 @@ class ProbabilityFlowOde {
 
   const Process& process() const { return score_.process(); }
 
-  void drift(const State& x, const Scalars& t, State& out) const {
-    const PerSample& t_host = StateOps<State>::scalars_to_host(t);
-    const PerSample f = process().f(t_host), half_g2 = -0.5 * process().g2(t_host);
-    score_(x, t, out);
-    StateOps<State>::combine_rows(out, StateOps<State>::scalars_from_host(f, x), x, StateOps<State>::scalars_from_host(half_g2, x), out);
-  }
+  void drift(const State& x, const Scalars& t, State& out) const { score_.drift(x, t, 0.5, out); }
 
  private:
   DiffusionScore<State> score_;
@@ -96,12 +101,7 @@ class ReverseSde {
 
   ProblemTraits traits() const { return {.stochastic = true, .noise = NoiseType::additive, .calculus = Calculus::ito}; }
 
-  void drift(const State& x, const Scalars& t, State& out) const {
-    const PerSample& t_host = StateOps<State>::scalars_to_host(t);
-    const PerSample f = process().f(t_host), minus_g2 = -process().g2(t_host);
-    score_(x, t, out);
-    StateOps<State>::combine_rows(out, StateOps<State>::scalars_from_host(f, x), x, StateOps<State>::scalars_from_host(minus_g2, x), out);
-  }
+  void drift(const State& x, const Scalars& t, State& out) const { score_.drift(x, t, 1.0, out); }
 
   // g(t), the same for every dimension (additive noise: x is only read for its shape).
   void diffusion(const State& x, const Scalars& t, State& out) const {
