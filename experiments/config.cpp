@@ -12,14 +12,29 @@ namespace diffode {
 
 const toml::table ConfigTable::empty_{};
 
-ConfigTable::ConfigTable(const toml::table& table, std::string key_path, std::string file)
-    : table_(&table), path_(std::move(key_path)), file_(std::move(file)) {}
+ConfigTable::ConfigTable(const toml::table& table, std::string key_path, std::string file, std::shared_ptr<const SourceLines> lines)
+    : table_(&table), path_(std::move(key_path)), file_(std::move(file)), lines_(std::move(lines)) {}
+
+std::string ConfigTable::full_path(std::string_view key) const {
+  return path_.empty() ? std::string(key) : fmt::format("{}.{}", path_, key);
+}
+
+int ConfigTable::line_of(const toml::node* node, std::string_view key) const {
+  if (node && node->source().begin.line > 0) return static_cast<int>(node->source().begin.line);
+  if (!lines_) return node ? 0 : static_cast<int>(table_->source().begin.line);
+  // The key's own line, else its table's (a missing key is reported where its table is).
+  for (std::string path = node ? full_path(key) : path_;; ) {
+    if (auto it = lines_->find(path); it != lines_->end()) return it->second;
+    const auto dot = path.rfind('.');
+    if (dot == std::string::npos) return 0;
+    path.resize(dot);
+  }
+}
 
 std::string ConfigTable::where(std::string_view key) const {
-  const std::string full = path_.empty() ? std::string(key) : fmt::format("{}.{}", path_, key);
-  const toml::node* node = table_->get(key);
-  const auto& source = node ? node->source() : table_->source();
-  if (source.begin.line > 0) return fmt::format("{}:{}: {}", file_, source.begin.line, full);
+  const std::string full = full_path(key);
+  const int line = line_of(table_->get(key), key);
+  if (line > 0) return fmt::format("{}:{}: {}", file_, line, full);
   return fmt::format("{}: {}", file_, full);
 }
 
@@ -118,17 +133,16 @@ std::vector<std::vector<double>> ConfigTable::number_rows(std::string_view key) 
 ConfigTable ConfigTable::table(std::string_view key) {
   const toml::node* node = lookup(key);
   const std::string child_path = path_.empty() ? std::string(key) : fmt::format("{}.{}", path_, key);
-  if (!node) return ConfigTable(empty_, child_path, file_);
+  if (!node) return ConfigTable(empty_, child_path, file_, lines_);
   if (!node->is_table()) fail(key, "expected a table");
-  return ConfigTable(*node->as_table(), child_path, file_);
+  return ConfigTable(*node->as_table(), child_path, file_, lines_);
 }
 
 void ConfigTable::finish() const {
   for (const auto& [key, node] : *table_) {
     if (!read_.contains(key.str())) {
       std::vector<std::string> known(read_.begin(), read_.end());
-      const std::string full = path_.empty() ? std::string(key.str()) : fmt::format("{}.{}", path_, key.str());
-      throw ConfigError(fmt::format("{}:{}: {}: unknown key (this table takes: {})", file_, node.source().begin.line, full,
+      throw ConfigError(fmt::format("{}:{}: {}: unknown key (this table takes: {})", file_, line_of(&node, key.str()), full_path(key.str()),
                                     known.empty() ? "nothing" : fmt::format("{}", fmt::join(known, ", "))));
     }
   }

@@ -7,6 +7,8 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <map>
+#include <memory>
 #include <optional>
 #include <set>
 #include <stdexcept>
@@ -21,10 +23,16 @@ class ConfigError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// Source lines by full key path ("sampler.name"), for tables assembled in code (a sweep's resolved
+// run config): toml++ drops a node's source region when the node is copied, so the lines of the
+// file the values came from travel beside the table.
+using SourceLines = std::map<std::string, int, std::less<>>;
+
 // A view of one table of a parsed config, e.g. [sampler], that records which keys were read.
 class ConfigTable {
  public:
-  ConfigTable(const toml::table& table, std::string key_path, std::string file);
+  ConfigTable(const toml::table& table, std::string key_path, std::string file,
+              std::shared_ptr<const SourceLines> lines = nullptr);
 
   bool has(std::string_view key) const;
   double number(std::string_view key, std::optional<double> fallback = std::nullopt);
@@ -34,6 +42,8 @@ class ConfigTable {
                      const std::vector<std::string>& allowed = {});
   std::vector<double> numbers(std::string_view key);
   std::vector<std::vector<double>> number_rows(std::string_view key);
+  // The node itself (nullptr when absent), marked read: for values of several shapes.
+  const toml::node* node(std::string_view key) { return lookup(key); }
   // A sub-table; absent gives an empty table (so its keys take their defaults).
   ConfigTable table(std::string_view key);
 
@@ -48,8 +58,11 @@ class ConfigTable {
 
  private:
   const toml::node* lookup(std::string_view key);
+  std::string full_path(std::string_view key) const;
+  int line_of(const toml::node* node, std::string_view key) const;  // 0: unknown
   const toml::table* table_;
   std::string path_, file_;
+  std::shared_ptr<const SourceLines> lines_;
   std::set<std::string, std::less<>> read_;
   static const toml::table empty_;
 };
@@ -61,6 +74,8 @@ class Config {
   static Config from_string(std::string_view text, std::string name = "<config>");
   ConfigTable root() const { return ConfigTable(table_, "", name_); }
   const std::string& text() const { return text_; }
+  const std::string& name() const { return name_; }
+  const toml::table& table() const { return table_; }
 
  private:
   Config() = default;

@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 #include <hdf5.h>
 
+#include <algorithm>
+#include <cstring>
 #include <stdexcept>
 
 namespace diffode {
@@ -161,6 +163,108 @@ std::string Hdf5File::read_string_attribute(const std::string& object, const std
   if (H5Aread(attr.id, type.id, out.data()) < 0) fail(path_, fmt::format("cannot read attribute '{}'", name));
   while (!out.empty() && out.back() == '\0') out.pop_back();
   return out;
+}
+
+double Hdf5File::read_double_attribute(const std::string& object, const std::string& name) const {
+  Handle attr{H5Aopen_by_name(static_cast<hid_t>(file_), object.c_str(), name.c_str(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose};
+  if (attr.id < 0) fail(path_, fmt::format("no attribute '{}' on '{}'", name, object));
+  double value = 0;
+  if (H5Aread(attr.id, H5T_NATIVE_DOUBLE, &value) < 0) fail(path_, fmt::format("attribute '{}' on '{}' is not a number", name, object));
+  return value;
+}
+
+bool Hdf5File::has_attribute(const std::string& object, const std::string& name) const {
+  return has(object) && H5Aexists_by_name(static_cast<hid_t>(file_), object.c_str(), name.c_str(), H5P_DEFAULT) > 0;
+}
+
+void Hdf5File::create_group(const std::string& name) {
+  ensure_parent_groups(name + "/");
+}
+
+std::vector<std::string> Hdf5File::members(const std::string& group) const {
+  std::vector<std::string> names;
+  if (!has(group)) return names;
+  auto collect = [](hid_t, const char* member, const H5L_info_t*, void* data) -> herr_t {
+    static_cast<std::vector<std::string>*>(data)->emplace_back(member);
+    return 0;
+  };
+  if (H5Literate_by_name(static_cast<hid_t>(file_), group.c_str(), H5_INDEX_NAME, H5_ITER_INC, nullptr, collect, &names,
+                          H5P_DEFAULT) < 0)
+    fail(path_, fmt::format("cannot list group '{}'", group));
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+void Hdf5File::copy_from(const Hdf5File& source, const std::string& source_name, const std::string& name) {
+  ensure_parent_groups(name);
+  if (H5Ocopy(static_cast<hid_t>(source.file_), source_name.c_str(), static_cast<hid_t>(file_), name.c_str(), H5P_DEFAULT,
+              H5P_DEFAULT) < 0)
+    fail(path_, fmt::format("cannot copy '{}' from {}", source_name, source.path().string()));
+}
+
+void Hdf5File::write_table(const std::string& name, const std::vector<TableColumn>& columns) {
+  ensure_parent_groups(name);
+  std::size_t rows = 0, row_bytes = 0;
+  std::vector<std::size_t> offsets, widths;
+  for (std::size_t c = 0; c < columns.size(); ++c) {
+    const auto& column = columns[c];
+    std::size_t n = 0, width = 0;
+    std::visit([&](const auto& v) { n = v.size(); }, column.values);
+    if (const auto* strings = std::get_if<std::vector<std::string>>(&column.values)) {
+      width = column.width;
+      if (width == 0)
+        for (const auto& s : *strings) width = std::max(width, s.size());
+      width = std::max<std::size_t>(width, 1);
+    } else {
+      width = 8;
+    }
+    if (c > 0 && n != rows) fail(path_, fmt::format("table '{}': column '{}' has {} rows, expected {}", name, column.name, n, rows));
+    rows = n;
+    offsets.push_back(row_bytes);
+    widths.push_back(width);
+    row_bytes += width;
+  }
+  // Packed rows in memory, the same layout in the file (little-endian numbers, as on x86-64 and ARM).
+  Handle type{H5Tcreate(H5T_COMPOUND, std::max<std::size_t>(row_bytes, 1)), H5Tclose};
+  // The string members' types, closed when the table is written (a Handle may not be copied).
+  struct StringTypes {
+    std::vector<hid_t> ids;
+    ~StringTypes() {
+      for (hid_t id : ids) H5Tclose(id);
+    }
+  } string_types;
+  for (std::size_t c = 0; c < columns.size(); ++c) {
+    hid_t member = H5T_NATIVE_DOUBLE;
+    if (std::holds_alternative<std::vector<std::int64_t>>(columns[c].values)) member = H5T_NATIVE_INT64;
+    if (std::holds_alternative<std::vector<std::string>>(columns[c].values)) {
+      member = string_types.ids.emplace_back(H5Tcopy(H5T_C_S1));
+      H5Tset_size(member, widths[c]);
+      H5Tset_strpad(member, H5T_STR_NULLPAD);
+    }
+    if (H5Tinsert(type.id, columns[c].name.c_str(), offsets[c], member) < 0)
+      fail(path_, fmt::format("table '{}': cannot add column '{}'", name, columns[c].name));
+  }
+  std::vector<unsigned char> buffer(rows * row_bytes, 0);
+  for (std::size_t c = 0; c < columns.size(); ++c)
+    std::visit(
+        [&](const auto& v) {
+          using T = typename std::decay_t<decltype(v)>::value_type;
+          for (std::size_t r = 0; r < rows; ++r) {
+            unsigned char* cell = buffer.data() + r * row_bytes + offsets[c];
+            if constexpr (std::is_same_v<T, std::string>) {
+              std::memcpy(cell, v[r].data(), std::min(v[r].size(), widths[c]));
+            } else {
+              std::memcpy(cell, &v[r], sizeof(T));
+            }
+          }
+        },
+        columns[c].values);
+  const hsize_t dims[1] = {static_cast<hsize_t>(rows)};
+  Handle space{H5Screate_simple(1, dims, nullptr), H5Sclose};
+  Handle set{H5Dcreate2(static_cast<hid_t>(file_), name.c_str(), type.id, space.id, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Dclose};
+  if (set.id < 0) fail(path_, fmt::format("cannot create table '{}'", name));
+  if (rows > 0 && H5Dwrite(set.id, type.id, H5S_ALL, H5S_ALL, H5P_DEFAULT, buffer.data()) < 0)
+    fail(path_, fmt::format("cannot write table '{}'", name));
 }
 
 }  // namespace diffode

@@ -5,11 +5,22 @@
 
 #include "core/state.hpp"
 
+#include <cstdint>
 #include <filesystem>
 #include <string>
+#include <variant>
 #include <vector>
 
 namespace diffode {
+
+// One column of a table written as a compound dataset: h5py reads the table as a numpy structured
+// array in one call (f["summary"][()]), and pandas.DataFrame takes that array as it is. Strings are
+// fixed-length (width bytes, at least 1; longer values are cut), which numpy maps to an 'S' field.
+struct TableColumn {
+  std::string name;
+  std::variant<std::vector<double>, std::vector<std::int64_t>, std::vector<std::string>> values;
+  std::size_t width = 0;  // strings: bytes per entry; 0 = the longest value
+};
 
 class Hdf5File {
  public:
@@ -28,10 +39,21 @@ class Hdf5File {
   std::vector<double> read_vector(const std::string& name) const;
   bool has(const std::string& name) const;
 
+  // Groups: created with any missing parents; the names of a group's members, sorted.
+  void create_group(const std::string& name);
+  std::vector<std::string> members(const std::string& group) const;
+  // Copies an object (group or dataset, with everything below it and its attributes) from another
+  // open file to `name` here.
+  void copy_from(const Hdf5File& source, const std::string& source_name, const std::string& name);
+  // A compound dataset of equal-length columns.
+  void write_table(const std::string& name, const std::vector<TableColumn>& columns);
+
   // String and number attributes on the root ("/") or on a group or dataset.
   void write_attribute(const std::string& object, const std::string& name, const std::string& value);
   void write_attribute(const std::string& object, const std::string& name, double value);
   std::string read_string_attribute(const std::string& object, const std::string& name) const;
+  double read_double_attribute(const std::string& object, const std::string& name) const;
+  bool has_attribute(const std::string& object, const std::string& name) const;
 
   void flush();
 

@@ -1,7 +1,9 @@
 // diffode: the command-line front of the toolkit.
+#include "experiments/likelihood_command.hpp"
 #include "experiments/orders.hpp"
 #include "experiments/provenance.hpp"
 #include "experiments/sample_command.hpp"
+#include "experiments/sweep_command.hpp"
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -9,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <thread>
 
 int main(int argc, char** argv) {
   CLI::App app{"diffode: diffusion sampling as ODE/SDE integration, measured against exact answers"};
@@ -45,9 +48,40 @@ config, sampler, status, failure, nfe, seed, command_line, commit, versions, hos
 
   app.add_subcommand("samplers", "List the samplers a config's [sampler] name can take, with their options");
 
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  auto* sweep = app.add_subcommand("sweep", "Run a sweep of runs from a TOML config into one crash-safe, resumable HDF5 file");
+  std::string sweep_config;
+  diffode::SweepOptions sweep_options;
+  sweep_options.threads = cores;
+  std::string sweep_output;
+  sweep->add_option("config", sweep_config, "The sweep's TOML config")->required();
+  sweep->add_option("--threads", sweep_options.threads, "Threads per run (results do not depend on it); under mpirun, per rank")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  sweep->add_option("--output", sweep_output, "Results file, instead of [sweep] output");
+  sweep->add_flag("--fresh", sweep_options.fresh, "Discard earlier results at the output instead of resuming");
+  sweep->add_flag("--dry-run", sweep_options.dry_run, "Validate and list the runs; run nothing");
+  sweep->add_option("--max-runs", sweep_options.max_runs, "Stop after this many runs (then resume with the same command)");
+  sweep->footer(diffode::sweep_config_help());
+
+  auto* likelihood = app.add_subcommand("likelihood", "Log-likelihoods of data by the probability-flow ODE, written to HDF5");
+  std::string likelihood_config;
+  int likelihood_threads = cores;
+  likelihood->add_option("config", likelihood_config, "The TOML config: [process], [model], [data], [likelihood], [output]")->required();
+  likelihood->add_option("--threads", likelihood_threads, "Threads (results do not depend on it)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  likelihood->footer(diffode::likelihood_config_help());
+
   CLI11_PARSE(app, argc, argv);
 
   if (sample->parsed()) return diffode::run_sample_command(sample_config, diffode::collect_provenance(argc, argv));
+  if (sweep->parsed()) {
+    if (!sweep_output.empty()) sweep_options.output = sweep_output;
+    return diffode::run_sweep_command(sweep_config, diffode::collect_provenance(argc, argv), sweep_options);
+  }
+  if (likelihood->parsed())
+    return diffode::run_likelihood_command(likelihood_config, diffode::collect_provenance(argc, argv), likelihood_threads);
   if (app.got_subcommand("samplers")) {
     std::cout << diffode::describe_samplers();
     return 0;

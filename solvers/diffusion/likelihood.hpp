@@ -291,12 +291,16 @@ inline LikelihoodResult read_out(const Process& process, const Batch& z, Index d
   const Index columns = z.cols() - dims;
   r.x_T = z.leftCols(dims);
   r.probe_integrals = z.rightCols(columns);
-  r.delta_log_p = r.probe_integrals.rowwise().mean();
+  // Sums over the probes in one fixed order, column by column: Eigen's rowwise reductions sum a
+  // row in a different order depending on its position in the batch (vector lanes), which would
+  // make a point's value depend on its batch by an ulp.
+  r.delta_log_p = PerSample::Zero(z.rows());
+  for (Index k = 0; k < columns; ++k) r.delta_log_p += r.probe_integrals.col(k);
+  r.delta_log_p /= static_cast<double>(columns);
+  r.std_error = PerSample::Zero(z.rows());
   if (columns > 1) {
-    const PerSample centred_ss = (r.probe_integrals.colwise() - r.delta_log_p).square().rowwise().sum();
-    r.std_error = (centred_ss / static_cast<double>(columns - 1) / static_cast<double>(columns)).sqrt();
-  } else {
-    r.std_error = PerSample::Zero(z.rows());
+    for (Index k = 0; k < columns; ++k) r.std_error += (r.probe_integrals.col(k) - r.delta_log_p).square();
+    r.std_error = (r.std_error / static_cast<double>(columns - 1) / static_cast<double>(columns)).sqrt();
   }
   r.prior_log_p = process.prior_log_density(r.x_T);
   r.log_p = r.prior_log_p + r.delta_log_p;
