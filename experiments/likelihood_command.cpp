@@ -33,8 +33,13 @@ LikelihoodSetup read_likelihood_setup(ConfigTable t) {
       if (!(value > 0) || !std::isfinite(value)) t.fail(key, fmt::format("must be a finite number > 0, got {}", value));
       (std::string_view(key) == "rtol" ? s.options.adaptive.rtol : s.options.adaptive.atol) = value;
     }
+    // per_point: each point its own steps (its value then does not depend on its batch); batch:
+    // the largest error ratio of the block sets one step for all its points, as a solver that
+    // sees the batch as one ODE would (the literature's scipy RK45 setting, up to its RMS norm).
+    s.options.adaptive.norm =
+        t.string("error_norm", "per_point", {"per_point", "batch"}) == "per_point" ? ErrorNorm::per_sample : ErrorNorm::batch;
   } else {
-    for (const char* key : {"rtol", "atol"})
+    for (const char* key : {"rtol", "atol", "error_norm"})
       if (t.has(key)) t.fail(key, fmt::format("only for solver = \"dopri5\" (the fixed-step solver '{}' takes steps)", s.solver));
     if (!t.has("steps"))
       t.fail("steps", fmt::format("required for the fixed-step solver '{}' (the number of uniform steps in the time variable)", s.solver));
@@ -388,6 +393,7 @@ std::string likelihood_config_help() {
                   log p(y) = log p_model(x) - D log scale + D log bin_width (the dequantization bound)
   [likelihood]  solver = "dopri5" (adaptive, per-point error control) | "euler" | "heun" | "midpoint" | "rk4"
                 rtol = 1e-5, atol = 1e-5 (dopri5 only); steps (fixed-step solvers only, required: uniform in time's variable)
+                error_norm = "per_point" (each point its own steps) | "batch" (one step for a block: dopri5 only)
                 time = "process" (t from t_min to T) | "log_sigma" (u = log sigma~; better for fixed grids)
                 divergence = "exact" | "hutchinson"; with hutchinson: probes = 1 (K; std_error needs K >= 2),
                   probe = "rademacher" | "gaussian" | "basis" (D unit probes, no count), probe_seed = 0

@@ -12,7 +12,8 @@
 //                 x = (y + bin_width u - offset) / scale with u ~ U[0,1)^D drawn from seed when
 //                 bin_width > 0, and log p_data(y) = log p_model(x) - D log scale + D log bin_width)
 //   [likelihood]  solver = "dopri5" | "euler" | "heun" | "midpoint" | "rk4"; rtol, atol (dopri5);
-//                 steps (fixed-step solvers); time = "process" | "log_sigma";
+//                 error_norm = "per_point" | "batch" (dopri5); steps (fixed-step solvers);
+//                 time = "process" | "log_sigma";
 //                 divergence = "exact" | "hutchinson"; probes, probe = "rademacher" | "gaussian" |
 //                 "basis", probe_seed (hutchinson); prior = "exact" | "gaussian"; block_rows = 256
 //   [output]      file (required)
