@@ -22,8 +22,8 @@
 namespace diffode {
 
 // The metrics of a run, in the summary table's column order. NaN: not computed for this run.
-inline constexpr std::array<const char*, 21> kRunMetrics{
-    "nfe",           "wall_time",       "error_rms",      "error_max", "error_median", "strong_error", "weak_mean_error", "weak_mean_floor",
+inline constexpr std::array<const char*, 22> kRunMetrics{
+    "nfe",           "wall_time",       "error_rms",      "error_max", "error_median", "strong_error", "strong_error_median", "weak_mean_error", "weak_mean_floor",
     "weak_cov_error", "weak_cov_floor", "nll",            "nll_exact", "frechet",      "frechet_floor",   "energy",
     "energy_floor",  "ll_error",        "ll_bias",        "ll_std_error", "rtol",      "probes"};
 

@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <limits>
 #include <map>
 #include <optional>
 #include <unistd.h>
@@ -126,7 +127,10 @@ void SweepStore::assemble(const SweepPlan& plan, const Provenance& provenance, b
       steps.push_back(static_cast<std::int64_t>(out.read_double_attribute(group, "steps")));
       seed.push_back(static_cast<std::int64_t>(out.read_double_attribute(group, "seed")));
       stochastic.push_back(static_cast<std::int64_t>(out.read_double_attribute(group, "stochastic")));
-      for (std::size_t i = 0; i < kRunMetrics.size(); ++i) metrics[i].push_back(out.read_double_attribute(group, kRunMetrics[i]));
+      // A metric added after a run was stored reads as not computed.
+      for (std::size_t i = 0; i < kRunMetrics.size(); ++i)
+        metrics[i].push_back(out.has_attribute(group, kRunMetrics[i]) ? out.read_double_attribute(group, kRunMetrics[i])
+                                                                      : std::numeric_limits<double>::quiet_NaN());
     }
 
     std::vector<TableColumn> columns;
@@ -153,7 +157,7 @@ void SweepStore::assemble(const SweepPlan& plan, const Provenance& provenance, b
     const auto& statuses = text["status"];
     for (std::size_t r = 0; r < index.size(); ++r) {
       if (statuses[r] != "ok") continue;
-      for (const char* metric : {"error_rms", "strong_error", "ll_error"}) {
+      for (const char* metric : {"error_rms", "error_median", "strong_error", "strong_error_median", "ll_error"}) {
         std::size_t m = 0;
         while (std::string_view(kRunMetrics[m]) != metric) ++m;
         if (!std::isfinite(metrics[m][r])) continue;
