@@ -185,7 +185,7 @@ void SweepStore::assemble(const SweepPlan& plan, const Provenance& provenance, b
     }
     out.write_table("orders", {{"problem", order_problem, 32},
                                {"variant", order_variant, 96},
-                               {"metric", order_metric, 16},
+                               {"metric", order_metric, 24},
                                {"order", order_value},
                                {"points", points},
                                {"nfe_min", nfe_min},
