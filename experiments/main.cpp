@@ -60,6 +60,7 @@ config, sampler, status, failure, nfe, seed, command_line, commit, versions, hos
       ->check(CLI::PositiveNumber);
   sweep->add_option("--output", sweep_output, "Results file, instead of [sweep] output");
   sweep->add_flag("--fresh", sweep_options.fresh, "Discard earlier results at the output instead of resuming");
+  sweep->add_flag("--retry-failed", sweep_options.retry_failed, "Run again the runs stored as failed (finished ok runs are kept)");
   sweep->add_flag("--dry-run", sweep_options.dry_run, "Validate and list the runs; run nothing");
   sweep->add_option("--max-runs", sweep_options.max_runs, "Stop after this many runs (then resume with the same command)");
   sweep->footer(diffode::sweep_config_help());

@@ -158,7 +158,7 @@ int run_sweep_command(const std::filesystem::path& config_path, const Provenance
       store.remove_parts();
     }
     ranks.barrier();
-    const auto finished = store.finished();
+    const auto finished = store.finished(!options.retry_failed);
     std::size_t position = 0;
     for (const RunSpec& run : plan.runs) {
       if (finished.contains(run.id)) {
@@ -236,7 +236,7 @@ std::string sweep_config_help() {
   [likelihood]  task "likelihood": as `diffode likelihood` (solver, rtol, atol, steps, time,
              divergence, probes, probe, probe_seed, prior)
 Output: one HDF5 file, layout in experiments/RESULTS.md; /summary is one table (pandas.DataFrame(f["summary"][()])).
-Resume: the same command again skips finished runs. MPI: mpirun -np N diffode sweep CONFIG.toml.
+Resume: the same command again skips finished runs (--retry-failed runs failed ones again). MPI: mpirun -np N diffode sweep CONFIG.toml.
 Exit: 0 all runs ok, 1 some run failed (recorded, the sweep went on), 2 bad config, 130 interrupted.)";
 }
 

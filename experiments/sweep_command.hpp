@@ -18,11 +18,13 @@ struct SweepOptions {
   int threads = 1;                    // threads per run (results do not depend on it)
   std::optional<std::string> output;  // overrides [sweep] output
   bool fresh = false;                 // discard earlier results of this output instead of resuming
+  bool retry_failed = false;          // run again the runs stored as failed (e.g. after a fix)
   bool dry_run = false;               // validate and list the runs, run nothing
   int max_runs = -1;                  // stop after this many runs of this invocation (testing resume)
 };
 
-// Returns the exit code: 0 every run ok, 1 some run failed (recorded; the sweep went on),
+// Returns the exit code: 0 every run of this invocation ok, 1 one failed (recorded; the sweep went
+// on; runs resumed from earlier invocations do not count),
 // 2 a bad config (nothing written), 130 interrupted by SIGINT (finished runs kept).
 int run_sweep_command(const std::filesystem::path& config, const Provenance& provenance, const SweepOptions& options);
 

@@ -232,8 +232,9 @@ RunOutcome RunExecutor::execute(const RunSpec& spec, const std::string& file, in
     out.final_step = s.final_step;
     out.steps = s.grid.steps();
     out.stochastic = s.stochastic;
-    const Process& process = *s.process;
-    auto alpha_at = [&](double sigma) { return sigma == 0.0 ? 1.0 : process.alpha(process.t_of_scaled_sigma(sigma)); };
+    const MixturePredictor scale_predictor(mixture);
+    const ScaledDenoiser<Batch> scale(*s.process, scale_predictor);  // for alpha_at: x = alpha x~
+    auto alpha_at = [&](double sigma) { return scale.alpha_at(sigma); };
     const double alpha_T = alpha_at(s.grid.sigma.front());
     const Batch x_T = initial_noise(s);
     Batch x = x_T / alpha_T;

@@ -60,15 +60,19 @@ SweepStore::SweepStore(std::filesystem::path output) : output_(std::move(output)
 
 std::filesystem::path SweepStore::parts_folder() const { return output_.string() + ".parts"; }
 
-std::set<std::string> SweepStore::finished() const {
+std::set<std::string> SweepStore::finished(bool failed) const {
   std::set<std::string> ids;
   if (std::filesystem::exists(output_)) {
     const Hdf5File file(output_, Hdf5File::Mode::read);
-    for (const auto& id : file.members("runs")) ids.insert(id);
+    for (const auto& id : file.members("runs"))
+      if (failed || file.read_string_attribute("runs/" + id, "status") == "ok") ids.insert(id);
   }
   if (std::filesystem::exists(parts_folder()))
-    for (const auto& entry : std::filesystem::directory_iterator(parts_folder()))
-      if (entry.path().extension() == ".h5") ids.insert(entry.path().stem().string());
+    for (const auto& entry : std::filesystem::directory_iterator(parts_folder())) {
+      if (entry.path().extension() != ".h5") continue;
+      if (failed || Hdf5File(entry.path(), Hdf5File::Mode::read).read_string_attribute("run", "status") == "ok")
+        ids.insert(entry.path().stem().string());
+    }
   return ids;
 }
 

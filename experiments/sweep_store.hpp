@@ -29,8 +29,9 @@ class SweepStore {
   const std::filesystem::path& output() const { return output_; }
   std::filesystem::path parts_folder() const;
 
-  // Ids of the finished runs: those in the output file and those saved as parts.
-  std::set<std::string> finished() const;
+  // Ids of the finished runs: those in the output file and those saved as parts; with
+  // `failed = false`, only those whose status is ok (a failed run is then run again).
+  std::set<std::string> finished(bool failed = true) const;
   // Saves one finished run as a part (atomically).
   void save(const RunSpec& run, const RunOutcome& outcome) const;
   // Writes the sweep's file from every finished run of the plan, in the plan's order; `complete`

@@ -236,6 +236,24 @@ samples = 16
   EXPECT_EQ(f.read_string_attribute("/", "finished"), "true");
 }
 
+TEST_F(SweepTest, ResumeKeepsFailedRunsUnlessAskedToRetry) {
+  const fs::path path = write("fail.toml", config(R"(
+[sweep.product]
+sampler = [{ name = "euler_ancestral", s_noise = 1e300 }, { name = "euler" }]
+[grid]
+steps = 4
+[run]
+samples = 16
+)"));
+  EXPECT_EQ(run_sweep_command(path, test_provenance(), {}), 1);
+  // Resumed: the failed run is finished too, so nothing runs and the status is 0.
+  EXPECT_EQ(run_sweep_command(path, test_provenance(), {}), 0);
+  // Asked to retry it runs again (and fails again: the same config gives the same result).
+  EXPECT_EQ(run_sweep_command(path, test_provenance(), {.retry_failed = true}), 1);
+  const Hdf5File f(dir_ / "out.h5", Hdf5File::Mode::read);
+  EXPECT_EQ(f.members("runs").size(), 2u);
+}
+
 TEST_F(SweepTest, ResultsDoNotDependOnTheThreadCount) {
   const fs::path path = write("small.toml", config(kSmall));
   ASSERT_EQ(run_sweep_command(path, test_provenance(), {.threads = 1, .output = (dir_ / "one.h5").string()}), 0);
