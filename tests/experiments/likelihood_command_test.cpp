@@ -12,6 +12,8 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include "tests/support/temp_folder.hpp"
+
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -100,21 +102,8 @@ TEST(LikelihoodSetupReader, ErrorsNameFileLineAndKey) {
   EXPECT_EQ(setup_error("[likelihood]\nsolver = \"midpoint\"\nsteps = 5\n"), "");
 }
 
-class LikelihoodCommand : public ::testing::Test {
+class LikelihoodCommand : public diffode::testing::TempFolderTest {
  protected:
-  void SetUp() override {
-    // One folder per test and process: ctest may run this file's tests in parallel processes.
-    dir_ = fs::temp_directory_path() /
-           fmt::format("diffode_likelihood_test_{}_{}", ::testing::UnitTest::GetInstance()->current_test_info()->name(), ::getpid());
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
-  fs::path write_config(const std::string& name, const std::string& text) {
-    const fs::path p = dir_ / name;
-    std::ofstream(p) << text;
-    return p;
-  }
   // ring2d under VP, `points` draws of p_t_min, exact divergence at a tight tolerance.
   static std::string config(const fs::path& output, const std::string& data = "points = 48\nseed = 3",
                             const std::string& likelihood = "rtol = 1e-8\natol = 1e-8", const std::string& model = "preset = \"ring2d\"") {
@@ -137,7 +126,6 @@ class LikelihoodCommand : public ::testing::Test {
     return out;
   }
 
-  fs::path dir_;
   Provenance provenance_{.command_line = "test", .commit = "test", .versions = "test", .host = "test", .start_time = "test"};
 };
 

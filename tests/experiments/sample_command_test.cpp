@@ -10,6 +10,8 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include "tests/support/temp_folder.hpp"
+
 #include <filesystem>
 #include <unistd.h>
 #include <fstream>
@@ -19,21 +21,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-class SampleCommand : public ::testing::Test {
+class SampleCommand : public diffode::testing::TempFolderTest {
  protected:
-  void SetUp() override {
-    // One folder per test and process: ctest runs the tests of this file in parallel processes.
-    dir_ = fs::temp_directory_path() /
-           fmt::format("diffode_sample_test_{}_{}", ::testing::UnitTest::GetInstance()->current_test_info()->name(), ::getpid());
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
-  fs::path write_config(const std::string& name, const std::string& text) {
-    const fs::path p = dir_ / name;
-    std::ofstream(p) << text;
-    return p;
-  }
   std::string base_config(const std::string& output, const std::string& extra_run = "") {
     return fmt::format(R"([process]
 name = "vp"
@@ -51,7 +40,6 @@ output = "{}"
 {}
 )", output, extra_run);
   }
-  fs::path dir_;
   Provenance provenance_{.command_line = "test", .commit = "test", .versions = "test", .host = "test", .start_time = "test"};
 };
 

@@ -4,6 +4,7 @@
 #include "experiments/sweep_command.hpp"
 #include "experiments/sweep_plan.hpp"
 #include "experiments/sweep_runner.hpp"
+#include "tests/support/temp_folder.hpp"
 
 #include <fmt/format.h>
 #include <gtest/gtest.h>
@@ -29,26 +30,12 @@ namespace {
 
 namespace fs = std::filesystem;
 
-class SweepTest : public ::testing::Test {
+class SweepTest : public diffode::testing::TempFolderTest {
  protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() / fmt::format("diffode_sweep_test_{}_{}", ::getpid(),
-                                                   ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
-  fs::path write(const std::string& name, const std::string& text) const {
-    const fs::path path = dir_ / name;
-    std::ofstream(path) << text;
-    return path;
-  }
   // The config's text with its output inside the test's folder.
   std::string config(const std::string& body, const std::string& output = "out.h5") const {
     return fmt::format("[sweep]\nname = \"t\"\noutput = \"{}\"\n{}", (dir_ / output).string(), body);
   }
-  fs::path dir_;
 };
 
 Provenance test_provenance() { return {.command_line = "test", .commit = "test", .versions = "", .host = "", .start_time = ""}; }
@@ -176,14 +163,14 @@ TEST(SweepPlan, ErrorsNameKeyAndLine) {
 }
 
 TEST_F(SweepTest, BadConfigWritesNothingAndExitsTwo) {
-  const fs::path path = write("bad.toml", config("[grid]\nsteps = 0\n[sampler]\nname = \"euler\"\n"));
+  const fs::path path = write_config("bad.toml", config("[grid]\nsteps = 0\n[sampler]\nname = \"euler\"\n"));
   EXPECT_EQ(run_sweep_command(path, test_provenance(), {}), 2);
   EXPECT_FALSE(fs::exists(dir_ / "out.h5"));
   EXPECT_FALSE(fs::exists(dir_ / "out.h5.parts"));
 }
 
 TEST_F(SweepTest, WritesMetricsSummaryAndOrders) {
-  const fs::path path = write("small.toml", config(kSmall));
+  const fs::path path = write_config("small.toml", config(kSmall));
   ASSERT_EQ(run_sweep_command(path, test_provenance(), {.threads = 2}), 0);
   EXPECT_FALSE(fs::exists(dir_ / "out.h5.parts"));  // taken into the file, then removed
   const Hdf5File f(dir_ / "out.h5", Hdf5File::Mode::read);
@@ -217,7 +204,7 @@ TEST_F(SweepTest, WritesMetricsSummaryAndOrders) {
 
 TEST_F(SweepTest, AFailedRunIsRecordedAndTheSweepGoesOn) {
   // s_noise = 1e300 overflows the first noisy step: the run fails (non-finite), the others run.
-  const fs::path path = write("fail.toml", config(R"(
+  const fs::path path = write_config("fail.toml", config(R"(
 [sweep.product]
 sampler = [{ name = "euler_ancestral", s_noise = 1e300 }, { name = "euler" }]
 [model]
@@ -237,7 +224,7 @@ samples = 16
 }
 
 TEST_F(SweepTest, ResumeKeepsFailedRunsUnlessAskedToRetry) {
-  const fs::path path = write("fail.toml", config(R"(
+  const fs::path path = write_config("fail.toml", config(R"(
 [sweep.product]
 sampler = [{ name = "euler_ancestral", s_noise = 1e300 }, { name = "euler" }]
 [grid]
@@ -255,14 +242,14 @@ samples = 16
 }
 
 TEST_F(SweepTest, ResultsDoNotDependOnTheThreadCount) {
-  const fs::path path = write("small.toml", config(kSmall));
+  const fs::path path = write_config("small.toml", config(kSmall));
   ASSERT_EQ(run_sweep_command(path, test_provenance(), {.threads = 1, .output = (dir_ / "one.h5").string()}), 0);
   ASSERT_EQ(run_sweep_command(path, test_provenance(), {.threads = 2, .output = (dir_ / "two.h5").string()}), 0);
   expect_same_runs(dir_ / "one.h5", dir_ / "two.h5");
 }
 
 TEST_F(SweepTest, AnInterruptedSweepResumesToTheSameResults) {
-  const fs::path path = write("small.toml", config(kSmall));
+  const fs::path path = write_config("small.toml", config(kSmall));
   ASSERT_EQ(run_sweep_command(path, test_provenance(), {.output = (dir_ / "whole.h5").string()}), 0);
   // Stopped after 2 runs: a readable file holding those 2, marked unfinished.
   ASSERT_EQ(run_sweep_command(path, test_provenance(), {.max_runs = 2}), 0);
@@ -304,7 +291,7 @@ int wait_for(pid_t pid) {
 // SIGKILL at arbitrary moments (during runs, during an assembly) leaves a readable file or none, and
 // the same command then completes the sweep to the uninterrupted results.
 TEST_F(SweepTest, SurvivesSigkillAtAnyMoment) {
-  const fs::path path = write("small.toml", config(kSmall));
+  const fs::path path = write_config("small.toml", config(kSmall));
   ASSERT_EQ(wait_for(spawn({DIFFODE_BINARY, "sweep", path.string(), "--threads", "1", "--output", (dir_ / "whole.h5").string()})), 0);
   std::mt19937 random(7);
   for (int attempt = 0; attempt < 6; ++attempt) {
@@ -325,7 +312,7 @@ TEST_F(SweepTest, SigintStopsAfterTheRunAndKeepsWhatIsDone) {
   // Enough runs that the sweep is still going when the first part appears.
   std::string many = kSmall;
   many.replace(many.find("[4, 8, 16]"), 10, "[4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24]");
-  const fs::path path = write("many.toml", config(many));
+  const fs::path path = write_config("many.toml", config(many));
   const pid_t pid = spawn({DIFFODE_BINARY, "sweep", path.string(), "--threads", "1"});
   for (int i = 0; i < 2000 && !fs::exists(dir_ / "out.h5.parts"); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
   kill(pid, SIGINT);
@@ -347,7 +334,7 @@ TEST_F(SweepTest, SigintStopsAfterTheRunAndKeepsWhatIsDone) {
 // mpirun -np 2 runs each run once and writes the file a single process writes.
 TEST_F(SweepTest, TwoMpiRanksWriteTheSingleProcessFile) {
   if (std::system("command -v mpirun > /dev/null 2>&1") != 0) GTEST_SKIP() << "no mpirun";
-  const fs::path path = write("small.toml", config(kSmall));
+  const fs::path path = write_config("small.toml", config(kSmall));
   ASSERT_EQ(run_sweep_command(path, test_provenance(), {.threads = 1, .output = (dir_ / "single.h5").string()}), 0);
   // Root in containers needs OpenMPI's consent; a 2-core machine needs --oversubscribe for nothing
   // more than 2 ranks, but some hosts count cores differently. Leak reports of the MPI runtime are
