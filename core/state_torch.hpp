@@ -10,7 +10,7 @@
 // sample's D numbers", in the tensor's own memory order. Per-sample scalars (times, step sizes,
 // error ratios) are a 1-D float64 tensor [N] on the state's device, broadcast over the trailing
 // dimensions where they meet a state. Arithmetic happens in the state's dtype (float64 unless the
-// caller chose otherwise, DESIGN.md Sec. 8).
+// caller chose otherwise, docs/DESIGN.md §4.1).
 //
 // Two LibTorch traps this file designs out:
 //  * Tensor assignment aliases storage (`a = b` shares b's buffer), so clone() deep-copies, and every

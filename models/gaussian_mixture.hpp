@@ -1,6 +1,6 @@
 // The exact Gaussian mixture: a data law whose every noised marginal, score, denoiser and
 // probability-flow divergence is known in closed form, so that solver error can be measured apart
-// from network error (DESIGN.md sections 1 and 3).
+// from network error (docs/DESIGN.md §1 and §3).
 //
 // Data p_0 = sum_k w_k N(mu_k, diag(s_k^2)) in D dimensions. Under x = alpha x0 + sigma eps,
 //     p(x) = sum_k w_k N(x; m_k, diag(v_k)),   m_k = alpha mu_k,   v_k = alpha^2 s_k^2 + sigma^2,

@@ -1,6 +1,6 @@
 // Where predictions come from, as the samplers see it.
 //
-// Under the forward marginal x = alpha x0 + sigma eps (DESIGN.md section 3) a model predicts one of
+// Under the forward marginal x = alpha x0 + sigma eps (docs/DESIGN.md §3) a model predicts one of
 // five interchangeable quantities; at a fixed noise level each is an affine function of any other
 // and of x, so a predictor outputs its native one and the free functions below convert:
 //   eps    the noise (Ho et al. 2020, arXiv:2006.11239)

@@ -1,6 +1,6 @@
 // Forward diffusion processes: the marginal x_t = alpha(t) x_0 + sigma(t) eps, eps ~ N(0, I).
 //
-// Conventions (DESIGN.md section 3):
+// Conventions (docs/DESIGN.md §3.1):
 //   lambda(t) = log(alpha/sigma)                    half log-SNR
 //   f(t)      = d log(alpha)/dt                     drift coefficient of the forward SDE
 //   g^2(t)    = d(sigma^2)/dt - 2 f sigma^2         squared diffusion coefficient

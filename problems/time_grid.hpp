@@ -7,7 +7,7 @@
 // polyexponential) are mapped to times through its inverse and keep their sigmas as computed, with
 // the two ends set exactly to the range's (k-diffusion's exp(log sigma_max) can be an ulp off).
 //
-// The last step is explicit (DESIGN.md section 8: implementations differ here):
+// The last step is explicit (docs/DESIGN.md §4.6: implementations differ here):
 //   to_zero   the schedule's n points run from T to t_min and a final point with sigma = 0 is
 //             appended, as k-diffusion's append_zero does; its t is the label 0 (for VP, EDM and
 //             flow that is where sigma = 0; VE never reaches sigma = 0, so there the label is

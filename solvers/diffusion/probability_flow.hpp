@@ -8,8 +8,8 @@
 // with s = grad log p_t the score. Both run from t = T down to t_min with a negative step; the
 // reverse SDE's noise is additive, so Ito and Stratonovich agree and SRA1 applies. Its Brownian path
 // lives in t and is queried backward (dW = W(t + h) - W(t), h < 0): a reverse-time Brownian motion
-// has the same law. The two share one score, the predictor's, converted by predict_as (DESIGN.md
-// section 7: "the PF-ODE and the reverse SDE are two term constructions over one score").
+// has the same law. The two share one score, the predictor's, converted by predict_as (docs/DESIGN.md
+// §3.3: "the PF-ODE and the reverse SDE are two term constructions over one score").
 //
 // The same probability flow in Karras et al.'s scale-free variables (arXiv:2206.00364, eq. 3-4
 // with s(t) = alpha): x~ = x / alpha, sigma~ = sigma / alpha,

@@ -1,6 +1,6 @@
 // The LibTorch state gives the Eigen state's numbers.
 //
-// Every stepper is written once against StateOps<State>; DESIGN.md Sec. 4 promises that it runs
+// Every stepper is written once against StateOps<State>; docs/DESIGN.md §4.1 promises that it runs
 // unchanged on a host Eigen batch and on a torch::Tensor on any device. Here each stepper integrates
 // the same problem (written once as a template over the state) from the same initial batch, on the
 // same Brownian path where it is an SDE stepper, on both states, and the results must agree to

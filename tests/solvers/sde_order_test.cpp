@@ -268,7 +268,7 @@ TEST(SdeStrongOrder, Sra1IsOrderOneAndAHalfOnANonlinearTimeDependentProblem) {
 }
 
 // The same problem backward in time, from t = 1 to t = 0 (h < 0): the order must survive the sign
-// of h, dW and I_(1,0) (a known pitfall of SRK Levy-area terms, see DESIGN.md Sec. 8).
+// of h, dW and I_(1,0) (a known pitfall of SRK Levy-area terms, see docs/DESIGN.md §4.5).
 TEST(SdeStrongOrder, Sra1IsOrderOneAndAHalfBackwardInTime) {
   Eigen::ArrayXd scales(2);
   scales << 1.6, 0.8;

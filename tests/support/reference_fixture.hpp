@@ -167,7 +167,7 @@ inline std::vector<std::filesystem::path> list_fixtures(const std::filesystem::p
 }
 
 // Largest per-sample relative difference max_n |x_n - y_n| / max(|y_n|, floor) (Euclidean norms
-// over dimensions): the agreement measure of DESIGN.md section 9, made scale-free.
+// over dimensions): the agreement measure of docs/DESIGN.md §5.3, made scale-free.
 inline double max_relative_difference(const Batch& x, const Batch& reference, double floor = 1e-300) {
   if (x.rows() != reference.rows() || x.cols() != reference.cols())
     throw std::invalid_argument("max_relative_difference: shapes differ");

@@ -55,7 +55,7 @@ def stub_module(name, **attrs):
 def load_k_diffusion(root):
     """k_diffusion.sampling as a submodule of an empty package, so k_diffusion/__init__.py (training
     code and its dependencies) never runs. Imports that the deterministic samplers do not use are
-    stubbed only where the real package is missing (DESIGN.md section 9)."""
+    stubbed only where the real package is missing (docs/DESIGN.md §5.3)."""
     def missing(name):
         try:
             importlib.import_module(name)

@@ -1,4 +1,4 @@
-// diffode's samplers against the reference implementations' own numbers (DESIGN.md section 9).
+// diffode's samplers against the reference implementations' own numbers (docs/DESIGN.md §5.3).
 //
 // tools/reference/run_reference.py runs k-diffusion (crowsonkb/k-diffusion, k_diffusion/sampling.py),
 // DPM-Solver (LuChengTHU/dpm-solver, dpm_solver_pytorch.py) and UniPC (wl-zhao/UniPC, uni_pc.py) in
@@ -47,7 +47,7 @@ using testing::TextRecord;
 // The standard problems as the reference runs see them; 8 samples keep the fixtures small.
 constexpr Index kFixtureSamples = 8;
 // Equal algorithms in float64 agree to rounding; 1e-10 relative leaves room for the conditioning of
-// 10-20 steps and nothing more (DESIGN.md section 9: above 1e-9 is a different algorithm).
+// 10-20 steps and nothing more (docs/DESIGN.md §5.3: above 1e-9 is a different algorithm).
 constexpr double kAgreement = 1e-10;
 const std::vector<std::pair<std::string, std::string>> kCases = {
     {"ring2d", "edm"}, {"ring2d", "vp"}, {"mix16", "edm"}, {"mix16", "vp"}};
