@@ -117,10 +117,13 @@ class Process {
   }
 
  private:
+  // A step's end t + h can land a rounding error past t_min or T (t_min - (t_min - t) != t): those
+  // are clamped to the end; anything further out is an error.
   double checked(double t) const {
-    if (!(t >= t_min_ && t <= t_max_))
+    const double slack = 1e-12 * std::max(1.0, std::abs(t_max_));
+    if (!(t >= t_min_ - slack && t <= t_max_ + slack))
       throw std::domain_error(fmt::format("{}: time {} outside the valid range [{}, {}]", name(), t, t_min_, t_max_));
-    return t;
+    return std::clamp(t, t_min_, t_max_);
   }
   // Inverses may land a rounding error outside the range at its ends: clamp those, reject the rest.
   double in_range(double t, const char* what, double arg) const {

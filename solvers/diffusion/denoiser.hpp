@@ -26,6 +26,12 @@ concept DenoiserFor = requires(const M& model, const State& x, double sigma,
   model(x, sigmas, out);
 };
 
+// alpha at the scale-free level sigma~ (x = alpha x~); 1 at sigma~ = 0, where x~ = x0 is the
+// result itself (a run that steps to sigma~ = 0 returns the data).
+inline double alpha_at_scaled_sigma(const Process& process, double sigma) {
+  return sigma == 0.0 ? 1.0 : process.alpha(process.t_of_scaled_sigma(sigma));
+}
+
 template <class State>
 class ScaledDenoiser {
  public:
@@ -73,7 +79,7 @@ class ScaledDenoiser {
   }
 
   // x = alpha(t) x~ at the end of sampling (sigma~ = 0 means t = 0 of a process with alpha(0) = 1).
-  double alpha_at(double sigma) const { return sigma == 0.0 ? 1.0 : process_.alpha(process_.t_of_scaled_sigma(sigma)); }
+  double alpha_at(double sigma) const { return alpha_at_scaled_sigma(process_, sigma); }
 
  private:
   const Process& process_;

@@ -69,6 +69,19 @@ namespace diffode {
 enum class PcPredictor { none, reverse_diffusion, euler_maruyama, ancestral };
 enum class AncestralVariance { reference, forward, posterior };
 enum class LangevinNorm { per_sample, batch_mean };
+// The corrector's step size at level t_i:
+//   langevin            2 a_i (r ||z|| / ||g||)^2, the target signal-to-noise ratio r = snr
+//                       (Song et al. 2021, Algorithm 5);
+//   annealed_langevin   (r / 2) sigma(t_i)^2: annealed Langevin dynamics (Song & Ermon 2019,
+//                       "Generative Modeling by Estimating Gradients of the Data Distribution",
+//                       arXiv:1907.05600, Algorithm 1: alpha_i = epsilon sigma_i^2 / sigma_L^2 and
+//                       x <- x + alpha_i/2 s + sqrt(alpha_i) z), with r = epsilon / sigma_L^2, the
+//                       step_ratio, as the parameter: it does not change with the grid's last level,
+//                       and the chain is stable at every level for r < 2 (for a level whose law is
+//                       about N(0, sigma_i^2)). NCSN's CIFAR-10 setting, epsilon = 2e-5 with
+//                       sigma_L = 0.01, is r = 0.2. With no predictor this is NCSN's sampler itself
+//                       on the grid's levels, for VE exactly as published.
+enum class PcCorrector { langevin, annealed_langevin };
 
 struct PcOptions {
   PcPredictor predictor = PcPredictor::reverse_diffusion;
@@ -77,6 +90,8 @@ struct PcOptions {
   LangevinNorm norm = LangevinNorm::batch_mean;  // score_sde's; see above
   bool noise_removal = true;  // return the last step's mean (score_sde's sampling.noise_removal)
   AncestralVariance ancestral_variance = AncestralVariance::reference;
+  PcCorrector corrector = PcCorrector::langevin;
+  double step_ratio = 0.2;  // annealed_langevin: alpha_i / sigma(t_i)^2 (NCSN's CIFAR-10 setting)
 };
 
 // The two independent Brownian paths over t in [0, t_max] that drive a PC sampler: one for the
@@ -183,6 +198,9 @@ IntegrationStats sample_pc(const DiffusionScore<State>& score, State& x, std::sp
   if (options.predictor == PcPredictor::none && options.corrector_steps == 0)
     throw std::invalid_argument("sample_pc: neither a predictor nor a corrector");
 
+  if (options.corrector == PcCorrector::annealed_langevin && !(options.step_ratio > 0))
+    throw std::invalid_argument(fmt::format("sample_pc: annealed Langevin needs step_ratio > 0 (got {})", options.step_ratio));
+
   IntegrationStats stats;
   State g, z, x_mean;
   const std::size_t levels = times.size() - 1;
@@ -202,7 +220,9 @@ IntegrationStats sample_pc(const DiffusionScore<State>& score, State& x, std::sp
         z_norm.setConstant(z_norm.mean());
         g_norm.setConstant(g_norm.mean());
       }
-      const PerSample step = 2.0 * kernel.a * kernel.a * (options.snr * z_norm / g_norm).square();
+      const PerSample step = options.corrector == PcCorrector::langevin
+                                 ? PerSample(2.0 * kernel.a * kernel.a * (options.snr * z_norm / g_norm).square())
+                                 : PerSample::Constant(z_norm.size(), 0.5 * options.step_ratio * std::pow(process.sigma(t), 2));
       const PerSample noise_scale = (2.0 * step).sqrt();
       Ops::update(x_mean, x, StateOps<State>::scalars_from_host(step, x), {{1.0, g}});
       Ops::update(x, x_mean, StateOps<State>::scalars_from_host(noise_scale, x), {{1.0, z}});

@@ -99,7 +99,9 @@ class ReverseSde {
 
   const Process& process() const { return score_.process(); }
 
-  ProblemTraits traits() const { return {.stochastic = true, .noise = NoiseType::additive, .calculus = Calculus::ito}; }
+  ProblemTraits traits() const {
+    return {.stochastic = true, .noise = NoiseType::additive, .calculus = Calculus::ito, .has_diffusion_derivative = true};
+  }
 
   void drift(const State& x, const Scalars& t, State& out) const { score_.drift(x, t, 1.0, out); }
 
@@ -108,6 +110,9 @@ class ReverseSde {
     const PerSample g = process().g2(StateOps<State>::scalars_to_host(t)).sqrt();
     out = StateOps<State>::broadcast_rows(StateOps<State>::scalars_from_host(g, x), x);
   }
+
+  // dg_i/dx_i = 0: the noise is additive, so Milstein's correction vanishes and it is Euler-Maruyama.
+  void diffusion_derivative(const State& x, const Scalars&, State& out) const { StateOps<State>::scale(out, 0.0, x); }
 
  private:
   DiffusionScore<State> score_;

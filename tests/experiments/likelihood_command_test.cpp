@@ -3,11 +3,12 @@
 // log p_{t_min} to 1e-5 nats per dimension at a tight tolerance; results do not depend on the
 // thread count; HDF5 data with an affine transform reads back as the same points; Hutchinson
 // estimates carry a standard error that covers their deviation from the exact value.
-#include "experiments/likelihood_command.hpp"
+#include "experiments/cli/commands.hpp"
+#include "experiments/run/likelihood.hpp"
 
-#include "experiments/config.hpp"
-#include "experiments/hdf5_file.hpp"
-#include "experiments/provenance.hpp"
+#include "experiments/run/config.hpp"
+#include "experiments/run/hdf5_file.hpp"
+#include "experiments/run/provenance.hpp"
 
 #include <fmt/format.h>
 #include <gtest/gtest.h>

@@ -1,6 +1,6 @@
 // Sample-quality metrics: each against a closed form or an independent computation, the floors
 // against what exact draws score, and the metrics' power to see a sampler that drops a mode.
-#include "experiments/metrics.hpp"
+#include "experiments/run/metrics.hpp"
 
 #include <Eigen/Dense>
 #include <gtest/gtest.h>

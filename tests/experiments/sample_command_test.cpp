@@ -1,11 +1,11 @@
 // `diffode sample`: a config is checked whole before anything runs (key, line and reason in the
 // message, nothing written), results land in HDF5 with their provenance, and a run replays exactly
 // from its own initial noise and sigma grid.
-#include "experiments/config.hpp"
-#include "experiments/hdf5_file.hpp"
-#include "experiments/provenance.hpp"
-#include "experiments/sample_command.hpp"
-#include "experiments/sampler_registry.hpp"
+#include "experiments/run/config.hpp"
+#include "experiments/run/hdf5_file.hpp"
+#include "experiments/run/provenance.hpp"
+#include "experiments/cli/commands.hpp"
+#include "experiments/run/sampler_registry.hpp"
 
 #include <fmt/format.h>
 #include <gtest/gtest.h>

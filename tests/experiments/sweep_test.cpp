@@ -1,9 +1,9 @@
 // The sweep harness: expansion, validation, metrics, crash safety, resume, threads and MPI ranks.
-#include "experiments/config.hpp"
-#include "experiments/hdf5_file.hpp"
-#include "experiments/sweep_command.hpp"
-#include "experiments/sweep_plan.hpp"
-#include "experiments/sweep_runner.hpp"
+#include "experiments/run/config.hpp"
+#include "experiments/run/hdf5_file.hpp"
+#include "experiments/cli/commands.hpp"
+#include "experiments/sweep/plan.hpp"
+#include "experiments/sweep/runner.hpp"
 #include "tests/support/temp_folder.hpp"
 
 #include <fmt/format.h>

@@ -1,0 +1,51 @@
+// The command-line commands as functions (the tests call them as the binary does): each reads its
+// config, runs, writes, and returns the exit code (docs/config.md lists every key).
+//   0    success
+//   1    a run failed numerically (recorded in the results file; the reason also on stderr)
+//   2    bad input: config, data file or command line (nothing written)
+//   130  interrupted (sweep: finished runs are kept)
+#pragma once
+
+#include "experiments/run/provenance.hpp"
+
+#include <filesystem>
+#include <optional>
+#include <string>
+
+namespace diffode {
+
+// `diffode sample CONFIG.toml`: one sampler on one problem into one HDF5 file. Output: /samples
+// (N x D, x at the end), /initial (x_T), /grid/t, /grid/sigma, /trajectory/step_XXXX with
+// [run] save_trajectory; root attributes config, sampler, status, failure, nfe, seed and the provenance.
+int run_sample_command(const std::filesystem::path& config, const Provenance& provenance, int threads = 1);
+std::string sample_config_help();
+
+// `diffode likelihood CONFIG.toml`: log-likelihoods by the probability-flow ODE (run/likelihood.hpp).
+int run_likelihood_command(const std::filesystem::path& config, const Provenance& provenance, int threads = 1);
+std::string likelihood_config_help();
+
+struct SweepOptions {
+  int threads = 1;                    // threads per run (results do not depend on it)
+  std::optional<std::string> output;  // overrides [sweep] output
+  bool fresh = false;                 // discard earlier results of this output instead of resuming
+  bool retry_failed = false;          // run again the runs stored as failed (e.g. after a fix)
+  bool dry_run = false;               // validate and list the runs, run nothing
+  int max_runs = -1;                  // stop after this many runs of this invocation (testing resume)
+};
+// `diffode sweep CONFIG.toml` (sweep/driver.hpp): 0 every run of this invocation ok, 1 one failed
+// (recorded; the sweep went on), 2 bad config (nothing written), 130 interrupted.
+int run_sweep_command(const std::filesystem::path& config, const Provenance& provenance, const SweepOptions& options);
+std::string sweep_config_help();
+
+// `diffode orders`: the orders tables into out_dir (orders.md, orders.csv).
+struct OrdersOptions;
+int run_orders_command(const OrdersOptions& options, const std::filesystem::path& out_dir, const std::string& command);
+
+// [output] of diffode likelihood.
+struct TableSchema;
+const TableSchema& likelihood_output_schema();
+
+// docs/config.md: every table of every command and every sampler's options, from the schemas.
+std::string config_reference_markdown();
+
+}  // namespace diffode

@@ -1,0 +1,71 @@
+// `diffode sample CONFIG.toml`: read, run, write.
+#include "experiments/cli/commands.hpp"
+#include "experiments/run/hdf5_file.hpp"
+#include "experiments/run/output.hpp"
+#include "experiments/run/sampling.hpp"
+
+#include <fmt/format.h>
+
+#include <iostream>
+
+namespace diffode {
+namespace {
+
+void write_sample_file(Hdf5File& out, const SamplingSetup& s, const SamplingOutcome& r, const std::string& config_text,
+                       const Provenance& provenance) {
+  write_provenance(out, provenance);
+  out.write_attribute("/", "config", config_text);
+  out.write_attribute("/", "sampler", s.sampler.name);
+  out.write_attribute("/", "status", r.failed ? "failed" : "ok");
+  out.write_attribute("/", "failure", r.failure);
+  out.write_attribute("/", "nfe", r.nfe);
+  out.write_attribute("/", "seed", static_cast<double>(s.run.seed));
+  out.write_matrix("initial", r.initial);
+  out.write_matrix("samples", r.samples);
+  out.write_vector("grid/t", s.grid.t);
+  out.write_vector("grid/sigma", s.grid.sigma);
+  for (std::size_t i = 0; i < r.trajectory.size(); ++i) out.write_matrix(fmt::format("trajectory/step_{:04d}", i + 1), r.trajectory[i]);
+}
+
+}  // namespace
+
+std::string sample_config_help() {
+  return "Config keys (unknown keys, wrong types and impossible values are errors naming file, line and key; exit 2,\n"
+         "nothing written). Every key, with each sampler's options: docs/config.md.\n" +
+         schema_help({&process_schema(), &model_schema(), &grid_schema(), &sampler_table_schema(), &run_schema()}) +
+         "Output HDF5: /samples, /initial, /grid/t, /grid/sigma, /trajectory/step_NNNN; root attributes config, sampler,\n"
+         "status, failure, nfe, seed, command_line, commit, versions, host, start_time.\n"
+         "Exit: 0 done, 1 the run failed numerically (recorded in the file), 2 bad input.";
+}
+
+int run_sample_command(const std::filesystem::path& config_path, const Provenance& provenance, int threads) {
+  // Everything is read and checked before any work: a bad config writes nothing.
+  SamplingSetup setup;
+  std::string config_text;
+  try {
+    const Config config(config_path);
+    config_text = config.text();
+    ConfigTable root = config.root();
+    setup = read_sampling_setup(root);
+    root.finish();
+    if (setup.run.task != "sample") root.table("run").fail("task", "diffode sample samples; use diffode likelihood for likelihoods");
+    if (setup.run.output.empty()) root.table("run").fail("output", "missing (diffode sample needs the results file's path)");
+    check_output_path(root.table("run"), "output", setup.run.output);
+  } catch (const ConfigError& e) {
+    std::cerr << "diffode sample: " << e.what() << "\n";
+    return 2;
+  }
+  const SamplingOutcome result = run_sampling(setup, initial_noise(setup), threads);
+  try {
+    write_atomically(setup.run.output, [&](Hdf5File& out) { write_sample_file(out, setup, result, config_text, provenance); });
+  } catch (const std::exception& e) {
+    std::cerr << fmt::format("diffode sample: cannot write {}: {}\n", setup.run.output, e.what());
+    return 1;
+  }
+  std::cout << fmt::format("{}: {} samples, {} steps, nfe {}, {} -> {}\n", setup.sampler.name, result.samples.rows(), setup.grid.steps(),
+                           result.nfe, result.failed ? "FAILED: " + result.failure : "ok", setup.run.output);
+  if (result.failed) std::cerr << fmt::format("diffode sample: the run failed: {}\n", result.failure);
+  return result.failed ? 1 : 0;
+}
+
+}  // namespace diffode

@@ -1,0 +1,168 @@
+#include "experiments/run/readers.hpp"
+
+#include "experiments/run/hdf5_file.hpp"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <algorithm>
+
+namespace diffode {
+namespace {
+
+const std::vector<std::string> kProcesses{"edm", "vp", "vp_cosine", "subvp", "ve", "flow"};
+
+// Which of the optional [process] keys each process takes.
+bool process_takes(const std::string& process, std::string_view key) {
+  if (key == "t_min" || key == "t_max") return true;
+  if (key == "beta_min" || key == "beta_max") return process == "vp" || process == "subvp";
+  if (key == "sigma_min" || key == "sigma_max") return process == "ve" || process == "edm";
+  return false;
+}
+
+}  // namespace
+
+const TableSchema& process_schema() {
+  static const TableSchema s{
+      "process",
+      "the forward process x_t = alpha(t) x0 + sigma(t) eps",
+      {string_key("name", "the process").fallback_str("edm").one_of(kProcesses),
+       number_key("beta_min", "linear beta schedule's start (vp, subvp)").fallback(0.1).above(0),
+       number_key("beta_max", "linear beta schedule's end (vp, subvp)").fallback(20.0).above(0),
+       number_key("sigma_min", "smallest noise level (ve 0.01; edm 0.002, its t_min)").optional("the process's own").above(0),
+       number_key("sigma_max", "largest noise level (ve 50; edm 80, its T)").optional("the process's own").above(0),
+       number_key("t_min", "where sampling stops (vp, subvp, vp_cosine, flow 1e-3; ve 1e-5; edm sigma_min)").optional("the process's own").above(0),
+       number_key("t_max", "where sampling starts, T (1; vp_cosine 0.9946; edm sigma_max)").optional("the process's own").above(0)}};
+  return s;
+}
+
+std::unique_ptr<Process> read_process(ConfigTable t) {
+  t = t.bind(process_schema());
+  const std::string name = t.string("name");
+  ProcessParams p;
+  for (const char* key : {"beta_min", "beta_max", "sigma_min", "sigma_max", "t_min", "t_max"}) {
+    if (!t.has(key)) continue;
+    if (!process_takes(name, key)) t.fail(key, fmt::format("the process '{}' does not take {}", name, key));
+    const double v = t.number(key);
+    std::string_view k(key);
+    (k == "beta_min" ? p.beta_min : k == "beta_max" ? p.beta_max : k == "sigma_min" ? p.sigma_min : k == "sigma_max" ? p.sigma_max
+                                                                                  : k == "t_min"   ? p.t_min
+                                                                                                   : p.t_max) = v;
+  }
+  t.finish();
+  try {
+    return make_process(name, p);
+  } catch (const std::exception& e) {
+    t.fail("name", e.what());
+  }
+}
+
+const TableSchema& model_schema() {
+  static const TableSchema s{
+      "model",
+      "where predictions come from: an exact Gaussian mixture (a preset, inline components, or an HDF5 file)",
+      {string_key("kind", "the model").fallback_str("mixture").one_of({"mixture"}),
+       string_key("preset", "a shipped mixture: the 2-D ring (8 components), 16-D isotropic (10), 64-D diagonal (4)")
+           .fallback_str("ring2d")
+           .one_of({"ring2d", "iso16", "diag64"}),
+       integer_key("seed", "seed of the random presets (iso16, diag64)").fallback_int(0).at_least(0),
+       numbers_key("weights", "component weights (K; with means and variances)").optional("none"),
+       rows_key("means", "component means (K x D)").optional("none"),
+       rows_key("variances", "diagonal component variances (K x D)").optional("none"),
+       string_key("file", "HDF5 file with datasets weights (K), means (K x D), variances (K x D)").optional("none")}};
+  return s;
+}
+
+namespace {
+
+GaussianMixture inline_mixture(ConfigTable& t) {
+  const auto w = t.numbers("weights");
+  const auto means = t.number_rows("means");
+  const auto vars = t.number_rows("variances");
+  t.finish();
+  if (means.size() != w.size() || vars.size() != w.size() || means.empty())
+    t.fail("means", "weights, means and variances need one entry per component");
+  const Index k = static_cast<Index>(w.size()), d = static_cast<Index>(means[0].size());
+  Batch m(k, d), v(k, d);
+  for (Index i = 0; i < k; ++i) {
+    if (static_cast<Index>(means[i].size()) != d || static_cast<Index>(vars[i].size()) != d)
+      t.fail("means", "every mean and variance row needs the same dimension");
+    for (Index j = 0; j < d; ++j) m(i, j) = means[i][j], v(i, j) = vars[i][j];
+  }
+  try {
+    return GaussianMixture(Eigen::Map<const Eigen::ArrayXd>(w.data(), k), m, v);
+  } catch (const std::exception& e) {
+    t.fail("weights", e.what());
+  }
+}
+
+}  // namespace
+
+GaussianMixture read_mixture(ConfigTable t) {
+  t = t.bind(model_schema());
+  t.string("kind");
+  if (t.has("file")) {
+    const std::string file = t.string("file");
+    t.finish();
+    try {
+      Hdf5File h5(file, Hdf5File::Mode::read);
+      const auto w = h5.read_vector("weights");
+      return GaussianMixture(Eigen::Map<const Eigen::ArrayXd>(w.data(), w.size()), h5.read_matrix("means"), h5.read_matrix("variances"));
+    } catch (const std::exception& e) {
+      t.fail("file", e.what());
+    }
+  }
+  if (t.has("weights")) return inline_mixture(t);
+  const std::string preset = t.string("preset");
+  const auto seed = static_cast<std::uint64_t>(t.integer("seed"));
+  t.finish();
+  if (preset == "ring2d") return GaussianMixture::ring();
+  if (preset == "iso16") return GaussianMixture::random_isotropic(16, 10, seed);
+  return GaussianMixture::random_diagonal(64, 4, seed);
+}
+
+const TableSchema& run_schema() {
+  static const TableSchema s{
+      "run",
+      "one run: how many samples, their noise, and where the results go",
+      {string_key("task", "a sweep's run: sampling, or the likelihood solver ([likelihood])").fallback_str("sample").one_of({"sample", "likelihood"}),
+       integer_key("samples", "samples (sweep task likelihood: data points)").fallback_int(1024).at_least(1).at_most(100000000),
+       integer_key("seed", "seed of x_T and of every noise the run draws").fallback_int(0).at_least(0),
+       string_key("initial", "x_T: the prior N(0, prior_std^2 I), or the mixture's exact p_T").fallback_str("prior").one_of({"prior", "exact"}),
+       string_key("initial_file", "x_T from an HDF5 file instead (N x D)").optional("none"),
+       string_key("initial_dataset", "the dataset of initial_file").fallback_str("initial"),
+       string_key("output", "diffode sample: the results file (required); a sweep: the default of [sweep] output").optional("none"),
+       boolean_key("save_trajectory", "also store the state at every grid point").fallback_bool(false),
+       boolean_key("save_samples", "a sweep: store each run's samples and x_T (diffode sample always writes them)").fallback_bool(false),
+       integer_key("block_rows", "rows per block; threads take whole blocks, so results depend on this, not on --threads")
+           .fallback_int(256)
+           .at_least(1)}};
+  return s;
+}
+
+RunSettings read_run_settings(ConfigTable t) {
+  t = t.bind(run_schema());
+  RunSettings r;
+  r.task = t.string("task");
+  r.samples = t.integer("samples");
+  r.seed = static_cast<std::uint64_t>(t.integer("seed"));
+  r.initial = t.string("initial");
+  if (t.has("initial_file")) {
+    r.initial_file = t.string("initial_file");
+    r.initial_dataset = t.string("initial_dataset");
+    if (!std::filesystem::exists(r.initial_file)) t.fail("initial_file", fmt::format("no such file: {}", r.initial_file));
+  } else if (t.has("initial_dataset")) {
+    t.fail("initial_dataset", "only with initial_file");
+  }
+  if (t.has("output")) {
+    r.output = t.string("output");
+    if (r.output.empty()) t.fail("output", "must name a file");
+  }
+  r.save_trajectory = t.boolean("save_trajectory");
+  r.save_samples = t.boolean("save_samples");
+  r.block_rows = t.integer("block_rows");
+  t.finish();
+  return r;
+}
+
+}  // namespace diffode

@@ -1,0 +1,61 @@
+// The tables every config-driven command shares — [process], [model], [grid], [run] — each with its
+// schema (declared once; validation, --help and docs/config.md derive from it) and its one reader.
+#pragma once
+
+#include "experiments/run/config.hpp"
+#include "models/gaussian_mixture.hpp"
+#include "problems/process.hpp"
+#include "problems/time_grid.hpp"
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+namespace diffode {
+
+const TableSchema& process_schema();
+const TableSchema& model_schema();
+const TableSchema& grid_schema();
+const TableSchema& run_schema();
+
+// [process] name and the parameters that process takes (a parameter it does not take is an error).
+std::unique_ptr<Process> read_process(ConfigTable t);
+// [model] kind = "mixture": preset (ring2d | iso16 | diag64, seed), explicit weights/means/variances, or file.
+GaussianMixture read_mixture(ConfigTable t);
+
+// [grid], read once; `build` makes the grid for its own step count or for another (the fine grid of
+// a strong-error reference), so a grid is never rebuilt by editing config text.
+struct GridSpec {
+  std::string schedule;
+  std::optional<int> steps;  // absent for the schedules that list their points (file, hdf5)
+  FinalStep final_step = FinalStep::to_zero;
+  std::string final_step_name;
+  double rho = 7.0;
+  DdpmSpacing spacing = DdpmSpacing::leading;
+  std::vector<double> listed;  // file / hdf5: the points as read
+  bool listed_sigma = false;   // hdf5 with variable = "sigma": the points are scale-free sigmas
+  std::string source;          // file / hdf5: where the points came from, for messages
+
+  TimeGrid build(const Process& process) const;
+  TimeGrid build(const Process& process, int steps) const;  // schedules with steps only
+};
+GridSpec read_grid_spec(ConfigTable t);
+// Reads [grid] and builds it for `process`; a grid the process cannot take is an error naming the table.
+TimeGrid read_grid(ConfigTable t, const Process& process);
+
+// [run]: what `diffode sample` and a sweep's runs share.
+struct RunSettings {
+  std::string task = "sample";  // sweeps: "sample" | "likelihood"
+  Index samples = 1024;
+  std::uint64_t seed = 0;
+  std::string initial = "prior";           // x_T: "prior" N(0, prior_std^2) or "exact" (the mixture's p_T)
+  std::string initial_file, initial_dataset;  // or x_T from HDF5
+  std::string output;                      // sample: the results file; sweep: the default of [sweep] output
+  bool save_trajectory = false;
+  bool save_samples = false;
+  Index block_rows = 256;
+};
+RunSettings read_run_settings(ConfigTable t);
+
+}  // namespace diffode

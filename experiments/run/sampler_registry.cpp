@@ -1,0 +1,67 @@
+#include "experiments/run/sampler_registry.hpp"
+
+#include "experiments/run/samplers/parts.hpp"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+namespace diffode {
+
+const std::vector<SamplerEntry>& sampler_registry() {
+  static const std::vector<SamplerEntry> registry = [] {
+    samplers::Registry r;
+    samplers::add_karras_family(r);
+    samplers::add_exponential_family(r);
+    samplers::add_score_sde_family(r);
+    samplers::add_generic_family(r);
+    for (auto& e : r) e.options.help = e.summary;
+    return r;
+  }();
+  return registry;
+}
+
+const SamplerEntry* find_sampler(std::string_view name) {
+  for (const auto& e : sampler_registry())
+    if (e.name == name) return &e;
+  return nullptr;
+}
+
+const TableSchema& sampler_table_schema() {
+  static const TableSchema schema{"sampler", "the sampler: its name, then its options (see `diffode samplers` and the tables below)",
+                                  {string_key("name", "a registered sampler (`diffode samplers`)")}};
+  return schema;
+}
+
+ConfiguredSampler read_sampler(ConfigTable table) {
+  const std::string name = table.bind(sampler_table_schema()).string("name");
+  const SamplerEntry* entry = find_sampler(name);
+  if (!entry) {
+    std::vector<std::string> names;
+    for (const auto& e : sampler_registry()) names.push_back(e.name);
+    table.fail("name", fmt::format("unknown sampler '{}' (known: {})", name, fmt::join(names, ", ")));
+  }
+  // The table as this sampler reads it: `name` and the sampler's declared options.
+  TableSchema schema = entry->options;
+  schema.keys.insert(schema.keys.begin(), sampler_table_schema().keys.front());
+  ConfigTable options = table.bind(schema);
+  options.string("name");
+  ConfiguredSampler sampler = entry->configure(options);
+  options.finish();
+  sampler.name = name;
+  return sampler;
+}
+
+std::string describe_samplers() {
+  std::string out, family;
+  for (const auto& e : sampler_registry()) {
+    if (e.family != family) out += fmt::format("{}{}:\n", family.empty() ? "" : "\n", family = e.family);
+    out += fmt::format("  {:<22} {}\n", e.name, e.summary);
+    for (const auto& k : e.options.keys) {
+      const std::string constraint = constraint_text(k);
+      out += fmt::format("      {} = {}{}  {}\n", k.key, default_text(k), constraint.empty() ? "" : " (" + constraint + ")", k.help);
+    }
+  }
+  return out;
+}
+
+}  // namespace diffode

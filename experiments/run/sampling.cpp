@@ -1,0 +1,145 @@
+#include "experiments/run/sampling.hpp"
+
+#include "experiments/run/hdf5_file.hpp"
+#include "experiments/run/parallel.hpp"
+
+#include <fmt/format.h>
+
+namespace diffode {
+namespace {
+
+void read_initial_file(ConfigTable& run_table, SamplingSetup& s) {
+  const RunSettings& r = s.run;
+  try {
+    const Hdf5File h5(r.initial_file, Hdf5File::Mode::read);
+    if (!h5.has(r.initial_dataset)) run_table.fail("initial_dataset", fmt::format("{}: no dataset '{}'", r.initial_file, r.initial_dataset));
+    s.initial_from_file = h5.read_matrix(r.initial_dataset);
+  } catch (const ConfigError&) {
+    throw;
+  } catch (const std::exception& e) {
+    run_table.fail("initial_file", e.what());
+  }
+  const Batch& x = s.initial_from_file;
+  const std::string where = r.initial_file + ":" + r.initial_dataset;
+  if (x.cols() != s.dims())
+    run_table.fail("initial_dataset", fmt::format("{} is {} x {}; the model has {} dimensions", where, x.rows(), x.cols(), s.dims()));
+  if (x.rows() < 1) run_table.fail("initial_dataset", fmt::format("{} has no rows", where));
+  if (!x.isFinite().all()) run_table.fail("initial_dataset", fmt::format("{} holds non-finite values", where));
+}
+
+// Where the sampler runs: the grid, less a final zero the sampler cannot step to; and whether the
+// run ends with the denoiser's x0.
+struct RunGrid {
+  std::span<const double> sigmas, times;
+  bool denoise_at_end = false;
+};
+
+RunGrid run_grid(const ConfiguredSampler& sampler, const TimeGrid& grid) {
+  RunGrid g{grid.sigma, grid.t, grid.final_step == FinalStep::denoise};
+  if (!sampler.steps_to_zero && grid.sigma.back() == 0.0) {
+    g.sigmas = g.sigmas.first(g.sigmas.size() - 1);
+    g.times = g.times.first(g.times.size() - 1);
+    g.denoise_at_end = true;
+  }
+  return g;
+}
+
+struct BlockResult {
+  IntegrationStats stats;
+  std::vector<Batch> trajectory;
+};
+
+// One block: the sampler on rows [b.begin, b.end) of the scale-free x, then the final step.
+BlockResult run_block(const SamplingSetup& s, const RunGrid& g, const BlockRange& b, Batch& x) {
+  const auto predictor = s.make_predictor();
+  const ScaledDenoiser<Batch> denoiser(*s.process, *predictor);
+  BlockResult out;
+  Batch block = x.middleRows(b.begin, b.rows());
+  SamplerObserver observer = [&](const StepInfo& info, const Batch& state) {
+    if (s.run.save_trajectory) out.trajectory.push_back(state * denoiser.alpha_at(info.t));
+  };
+  const SamplerContext context{*s.process, *predictor, denoiser, g.sigmas, g.times, {s.run.seed, b.begin}, observer};
+  try {
+    out.stats = s.sampler.run(context, block);
+  } catch (const std::exception& e) {
+    out.stats.failed = true;
+    out.stats.failure = fmt::format("exception: {}", e.what());
+  }
+  if (!out.stats.failed && g.denoise_at_end) {
+    Batch denoised;
+    denoiser(block, g.sigmas.back(), denoised);
+    ++out.stats.nfe;
+    block = denoised;  // x0: alpha = 1
+  } else {
+    block *= denoiser.alpha_at(g.sigmas.back());
+  }
+  x.middleRows(b.begin, b.rows()) = block;
+  return out;
+}
+
+}  // namespace
+
+std::unique_ptr<Predictor<Batch>> SamplingSetup::make_predictor() const { return std::make_unique<MixturePredictor>(*mixture); }
+
+SamplingSetup read_sampling_setup(ConfigTable& root) {
+  SamplingSetup s;
+  s.process = read_process(root.table("process"));
+  s.mixture = std::make_shared<const GaussianMixture>(read_mixture(root.table("model")));
+  ConfigTable grid_table = root.table("grid");
+  s.grid_spec = read_grid_spec(grid_table);
+  try {
+    s.grid = s.grid_spec.build(*s.process);
+  } catch (const std::exception& e) {
+    grid_table.fail(s.grid_spec.steps ? "schedule" : "file", e.what());
+  }
+  s.sampler = read_sampler(root.table("sampler"));
+  ConfigTable run_table = root.table("run");
+  s.run = read_run_settings(run_table);
+  if (!s.run.initial_file.empty()) {
+    if (run_table.has("samples")) run_table.fail("samples", "the samples are the rows of initial_file: give one or the other");
+    read_initial_file(run_table, s);
+  }
+  if (s.run.save_trajectory && s.sampler.adaptive)
+    run_table.fail("save_trajectory", fmt::format("the adaptive sampler '{}' takes its own steps: no grid trajectory to save", s.sampler.name));
+  return s;
+}
+
+Batch initial_noise(const SamplingSetup& s) {
+  if (!s.run.initial_file.empty()) return s.initial_from_file;
+  if (s.run.initial == "exact") {
+    const double alpha_T = alpha_at_scaled_sigma(*s.process, s.grid.sigma.front());
+    return s.mixture->sample_marginal(alpha_T, alpha_T * s.grid.sigma.front(), s.run.samples, s.run.seed);
+  }
+  return s.mixture->sample_marginal(0.0, s.process->prior_std(), s.run.samples, s.run.seed);
+}
+
+SamplingOutcome run_sampling(const SamplingSetup& s, const Batch& initial, int threads) { return run_sampling(s, initial, s.grid, threads); }
+
+SamplingOutcome run_sampling(const SamplingSetup& s, const Batch& initial, const TimeGrid& grid, int threads) {
+  const RunGrid g = run_grid(s.sampler, grid);
+  SamplingOutcome out;
+  out.initial = initial;
+  out.samples = initial / alpha_at_scaled_sigma(*s.process, g.sigmas.front());
+  const auto blocks = make_blocks(out.samples.rows(), s.run.block_rows);
+  std::vector<BlockResult> results(blocks.size());
+  for_each_block(blocks, threads, [&](const BlockRange& b) { results[b.index] = run_block(s, g, b, out.samples); });
+  for (std::size_t i = 0; i < blocks.size(); ++i) {
+    const IntegrationStats& st = results[i].stats;
+    out.nfe += static_cast<double>(st.nfe) * static_cast<double>(blocks[i].rows()) / static_cast<double>(out.samples.rows());
+    if (st.failed && !out.failed) {
+      out.failed = true;
+      out.failure = blocks.size() == 1 ? st.failure : fmt::format("rows {}..{}: {}", blocks[i].begin, blocks[i].end - 1, st.failure);
+    }
+  }
+  out.sigma_end = g.denoise_at_end ? 0.0 : g.sigmas.back();
+  out.alpha_end = alpha_at_scaled_sigma(*s.process, out.sigma_end);
+  if (s.run.save_trajectory && !out.failed) {
+    for (std::size_t step = 0; step < results.front().trajectory.size(); ++step) {
+      Batch& state = out.trajectory.emplace_back(out.samples.rows(), out.samples.cols());
+      for (const BlockRange& b : blocks) state.middleRows(b.begin, b.rows()) = results[b.index].trajectory[step];
+    }
+  }
+  return out;
+}
+
+}  // namespace diffode

@@ -1,0 +1,63 @@
+// One sampling run, the same for `diffode sample` and every run of a sweep: the [process], [model],
+// [grid], [sampler] and [run] tables read once, then run_sampling, which owns what every sampler
+// shares — x_T, the scaling x~ = x / alpha at both ends, blocks and threads, the noise keys and the
+// final step.
+//
+// The final step (docs/DESIGN.md §4.6) is carried out here and nowhere else:
+//   to_zero   a sampler that steps to sigma~ = 0 itself (the Karras family, DPM-Solver, UniPC, ...)
+//             gets the grid with its final zero; one that cannot (adaptive, fast, process-time and
+//             generic solvers) gets the grid without it, and the run then returns D(x~; sigma~_last),
+//             which is what an Euler step to sigma = 0 is; one model evaluation either way.
+//   to_t_min  the sample is x at the grid's last point.
+//   denoise   the sample is D(x~; sigma~_last) at the grid's last point (one more evaluation).
+// Results depend on [run] seed and block_rows, never on the thread count: blocks are fixed, noise is
+// keyed by (seed, global row), and each block has its own predictor.
+#pragma once
+
+#include "experiments/run/readers.hpp"
+#include "experiments/run/sampler_registry.hpp"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace diffode {
+
+struct SamplingSetup {
+  std::unique_ptr<Process> process;
+  std::shared_ptr<const GaussianMixture> mixture;
+  GridSpec grid_spec;
+  TimeGrid grid;
+  ConfiguredSampler sampler;
+  RunSettings run;
+  Batch initial_from_file;  // x_T when [run] initial_file is given (checked at read time)
+
+  Index dims() const { return mixture->dims(); }
+  Index samples() const { return run.initial_file.empty() ? run.samples : initial_from_file.rows(); }
+  // A block's own model: predictors count evaluations and keep scratch, so threads never share one.
+  std::unique_ptr<Predictor<Batch>> make_predictor() const;
+};
+
+// Reads and checks [process], [model], [grid], [sampler] and [run] of `root` (the caller finishes
+// root), the initial-noise file included. Throws ConfigError naming file, line and key.
+SamplingSetup read_sampling_setup(ConfigTable& root);
+
+// x_T of the run, in the process's own variables.
+Batch initial_noise(const SamplingSetup& setup);
+
+struct SamplingOutcome {
+  Batch initial;                  // x_T
+  Batch samples;                  // the process's x at the end (x0 when the run denoised)
+  std::vector<Batch> trajectory;  // [run] save_trajectory: x after each step
+  double nfe = 0;                 // model evaluations per sample (blocks weighted by their rows)
+  bool failed = false;
+  std::string failure;
+  double sigma_end = 0;  // scale-free sigma~ of the result: 0 when the run ended at zero or denoised
+  double alpha_end = 1;
+};
+
+// Runs the sampler from x_T over the setup's grid, or over `grid` (a fine reference grid).
+SamplingOutcome run_sampling(const SamplingSetup& setup, const Batch& initial, int threads);
+SamplingOutcome run_sampling(const SamplingSetup& setup, const Batch& initial, const TimeGrid& grid, int threads);
+
+}  // namespace diffode

@@ -1,0 +1,292 @@
+#include "experiments/sweep/runner.hpp"
+
+#include "experiments/run/likelihood.hpp"
+#include "experiments/run/metrics.hpp"
+#include "experiments/run/parallel.hpp"
+#include "experiments/run/sampling.hpp"
+#include "solvers/adaptive.hpp"
+#include "solvers/diffusion/probability_flow.hpp"
+#include "solvers/ode/dopri5.hpp"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <chrono>
+#include <algorithm>
+#include <cmath>
+#include <optional>
+#include <sstream>
+
+namespace diffode {
+namespace {
+
+std::size_t metric_index(std::string_view name) {
+  for (std::size_t i = 0; i < kRunMetrics.size(); ++i)
+    if (name == kRunMetrics[i]) return i;
+  throw std::logic_error(fmt::format("no run metric named {}", name));
+}
+
+std::string canonical(const toml::node* node) {
+  if (!node) return "";
+  std::ostringstream out;
+  node->visit([&](const auto& v) { out << toml::toml_formatter(v, toml::format_flags::none); });
+  return out.str();
+}
+
+// Everything a run reads from its config, validated.
+struct SweepRun {
+  std::string task;
+  SamplingSetup sampling;  // task "sample"; its process, model and [run] serve "likelihood" too
+  // task "sample"
+  std::optional<TimeGrid> fine_grid;  // the strong error's fine solve: same schedule, strong_steps
+  double reference_rtol = 1e-10;
+  bool strong = true, law = true;
+  std::uint64_t law_seed = 1000003;
+  // task "likelihood"
+  LikelihoodSetup likelihood;
+  // Cache keys: the noise (process, model, samples, seed) and the model.
+  std::string noise_key, model_key;
+};
+
+void read_metrics(ConfigTable t, SweepRun& s) {
+  t = t.bind(metrics_schema());
+  s.reference_rtol = t.number("reference_rtol");
+  s.strong = t.boolean("strong");
+  const auto strong_steps = static_cast<int>(t.integer("strong_steps"));
+  s.law = t.boolean("law");
+  s.law_seed = static_cast<std::uint64_t>(t.integer("law_seed"));
+  if (s.law_seed == s.sampling.run.seed) t.fail("law_seed", "must differ from run.seed: the exact draws must be independent of the run's noise");
+  if (s.law && s.sampling.samples() < 2) t.fail("law", "the law metrics need [run] samples >= 2");
+  t.finish();
+  if (s.sampling.sampler.stochastic && s.strong && s.sampling.grid_spec.steps)
+    s.fine_grid = s.sampling.grid_spec.build(*s.sampling.process, strong_steps);
+}
+
+SweepRun read_run(const RunSpec& spec, const std::string& file) {
+  SweepRun s;
+  ConfigTable root = spec.root(file);
+  s.task = spec.config->at_path("run.task").value_or<std::string>("sample");
+  if (s.task == "likelihood") {
+    s.sampling.process = read_process(root.table("process"));
+    s.sampling.mixture = std::make_shared<const GaussianMixture>(read_mixture(root.table("model")));
+    s.sampling.run = read_run_settings(root.table("run"));
+    s.likelihood = read_likelihood_setup(root.table("likelihood"));
+    s.likelihood.block_rows = s.sampling.run.block_rows;
+  } else {
+    s.sampling = read_sampling_setup(root);
+    read_metrics(root.table("metrics"), s);
+  }
+  if (s.sampling.run.save_trajectory) root.table("run").fail("save_trajectory", "not stored by sweeps (use diffode sample)");
+  root.finish();
+  s.model_key = canonical(spec.config->get("model"));
+  s.noise_key = fmt::format("{}|{}|{}|{}", canonical(spec.config->get("process")), s.model_key, s.sampling.samples(), s.sampling.run.seed);
+  return s;
+}
+
+double elapsed_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// The median over samples of the Euclidean distance. On a mixture the RMS is dominated by the few
+// samples a coarse solve sends into another mode (a basin switch costs O(1) and its probability
+// shrinks like the pathwise error, so the RMS then falls at half the order); the median shows the
+// typical sample, and its slope the solver's order.
+double median_distance(const Batch& a, const Batch& b) {
+  Eigen::ArrayXd distance = (a - b).square().rowwise().sum().sqrt();
+  std::sort(distance.begin(), distance.end());
+  const Index n = distance.size();
+  return n % 2 ? distance[n / 2] : 0.5 * (distance[n / 2 - 1] + distance[n / 2]);
+}
+
+// The exact PF-ODE solution from the same x_T, whatever the grid: at sigma~ = 0 (x(0)) for a run
+// that ends at zero or denoises, else at its last level. Solved in the scale-free variables, where
+// the flow dx~/dsigma~ = (x~ - D(x~; sigma~)) / sigma~ is the same for every process
+// (D(x~; sigma~) = E[x0 | x0 + sigma~ eps = x~]) and defined down to 0 even where the process's own
+// time stops (VP at t_min): an EDM-parameterised denoiser (alpha = 1) evaluates it at any level.
+// Adaptive Dopri5 in log sigma~ (relative steps down to small noise), per-sample control, to
+// sigma~ = 1e-7, then x(0) = D(x; 1e-7): x~ - D = -sigma~^2 score moves x by O(1e-14) below that.
+Batch pf_ode_reference(const SweepRun& s, const Batch& x_T_scaled, double sigma_start, double sigma_end, int threads) {
+  const bool to_zero = sigma_end == 0.0;
+  const double sigma_to = to_zero ? 1e-7 : sigma_end;
+  Batch reference = x_T_scaled;
+  const Edm scale_free(std::min(sigma_to, 1e-3), std::max(sigma_start, 1.0));
+  const auto blocks = make_blocks(reference.rows(), s.sampling.run.block_rows);
+  for_each_block(blocks, threads, [&](const BlockRange& b) {
+    const MixturePredictor predictor(*s.sampling.mixture);
+    const ScaledDenoiser<Batch> denoiser(scale_free, predictor);
+    const LogSigmaProbabilityFlow<Batch, ScaledDenoiser<Batch>> flow(denoiser);
+    Batch block = reference.middleRows(b.begin, b.rows());
+    Dopri5<Batch> stepper;
+    const AdaptiveStats stats = integrate_adaptive(stepper, flow, std::log(sigma_start), std::log(sigma_to), block,
+                                                   {.rtol = s.reference_rtol, .atol = s.reference_rtol});
+    if (stats.failed) throw std::runtime_error("the PF-ODE reference solve failed: " + stats.failure);
+    if (to_zero) {
+      Batch denoised;
+      denoiser(block, sigma_to, denoised);
+      block = denoised;
+    }
+    reference.middleRows(b.begin, b.rows()) = block;
+  });
+  return reference;
+}
+
+void law_metrics(const SweepRun& s, const Batch& x, std::map<std::string, ExactLaw>& laws, RunOutcome& out) {
+  const GaussianMixture& mixture = *s.sampling.mixture;
+  const Index n = s.sampling.samples();
+  const std::string key = fmt::format("{}|{}|{}|{}|{}", s.model_key, out.alpha_end, out.sigma_end, n, s.law_seed);
+  auto it = laws.find(key);
+  if (it == laws.end()) it = laws.emplace(key, make_exact_law(mixture, out.alpha_end, out.sigma_end, n, s.law_seed)).first;
+  const ExactLaw& law = it->second;
+  const SampleLawMetrics m = compare_to_exact(mixture, law, x);
+  out.metric("nll") = m.nll;
+  out.metric("nll_exact") = law.nll_exact;
+  out.metric("frechet") = m.frechet;
+  out.metric("frechet_floor") = law.frechet_floor;
+  out.metric("energy") = m.energy;
+  out.metric("energy_floor") = law.energy_floor;
+  out.metric("weak_mean_error") = m.weak_mean_error;
+  out.metric("weak_mean_floor") = law.weak_mean_floor;
+  out.metric("weak_cov_error") = m.weak_cov_error;
+  out.metric("weak_cov_floor") = law.weak_cov_floor;
+}
+
+void likelihood_run(const SweepRun& s, int threads, RunOutcome& out, std::chrono::steady_clock::time_point start) {
+  const GaussianMixture& mixture = *s.sampling.mixture;
+  const Process& process = *s.sampling.process;
+  out.sampler = s.likelihood.solver;
+  out.steps = s.likelihood.steps;
+  const double t_min = process.t_min();
+  out.alpha_end = process.alpha(t_min);
+  out.sigma_end = process.sigma(t_min);
+  const Batch points = mixture.sample_marginal(out.alpha_end, out.sigma_end, s.sampling.run.samples, s.sampling.run.seed);
+  const LikelihoodResult r = evaluate_log_likelihood(s.likelihood, process, mixture, points, threads);
+  const PerSample exact =
+      mixture.log_prob(points, PerSample::Constant(points.rows(), out.alpha_end), PerSample::Constant(points.rows(), out.sigma_end));
+  const LikelihoodMetrics m = likelihood_metrics(r, exact, points.cols());
+  out.metric("nfe") = m.nfe_mean;
+  out.metric("ll_error") = m.ll_error;
+  out.metric("ll_bias") = m.ll_bias;
+  out.metric("ll_std_error") = m.ll_std_error;
+  out.metric("rtol") = s.likelihood.solver == "dopri5" ? s.likelihood.options.adaptive.rtol : std::nan("");
+  out.metric("probes") =
+      s.likelihood.options.divergence == DivergenceMethod::hutchinson ? static_cast<double>(s.likelihood.options.hutchinson.probes) : 0.0;
+  if (r.stats.failed) {
+    out.ok = false;
+    out.failure = r.stats.failure;
+  } else if (!std::isfinite(m.ll_error)) {
+    out.ok = false;
+    out.failure = "non-finite log-likelihood";
+  }
+  out.metric("wall_time") = elapsed_since(start);
+}
+
+// Pathwise errors: against the exact PF-ODE solution (deterministic samplers) or the same sampler on
+// the fine grid and the same Brownian path (stochastic ones), both cached across runs.
+void pathwise_errors(const RunSpec& spec, const SweepRun& s, const SamplingOutcome& run, int threads, std::map<std::string, Batch>& references,
+                     std::map<std::string, Batch>& fines, RunOutcome& out) {
+  const double sigma_start = s.sampling.grid.sigma.front();
+  if (!s.sampling.sampler.stochastic) {
+    const std::string key = fmt::format("{}|{}|{}|{}", s.noise_key, sigma_start, run.sigma_end == 0.0 ? 1e-7 : run.sigma_end, s.reference_rtol);
+    auto it = references.find(key);
+    if (it == references.end())
+      it = references.emplace(key, pf_ode_reference(s, run.initial / alpha_at_scaled_sigma(*s.sampling.process, sigma_start), sigma_start, run.sigma_end, threads) *
+                                              run.alpha_end).first;
+    out.metric("error_rms") = rms_distance(run.samples, it->second);
+    out.metric("error_max") = max_distance(run.samples, it->second);
+    out.metric("error_median") = median_distance(run.samples, it->second);
+  } else if (s.fine_grid) {
+    const std::string key = fmt::format("{}|{}|{}", s.noise_key, canonical(spec.config->get("sampler")), fmt::join(s.fine_grid->sigma, ","));
+    auto it = fines.find(key);
+    if (it == fines.end()) {
+      SamplingOutcome fine = run_sampling(s.sampling, run.initial, *s.fine_grid, threads);
+      if (fine.failed) throw std::runtime_error("the strong-error fine solve failed: " + fine.failure);
+      if (fine.sigma_end != run.sigma_end) fine.samples.resize(0, 0);  // ends elsewhere: no strong error
+      it = fines.emplace(key, std::move(fine.samples)).first;
+    }
+    if (it->second.size() > 0) {
+      out.metric("strong_error") = rms_distance(run.samples, it->second);
+      out.metric("strong_error_median") = median_distance(run.samples, it->second);
+    }
+  }
+}
+
+}  // namespace
+
+double& RunOutcome::metric(std::string_view name) { return metrics[metric_index(name)]; }
+double RunOutcome::metric(std::string_view name) const { return metrics[metric_index(name)]; }
+
+const TableSchema& metrics_schema() {
+  static const TableSchema s{
+      "metrics",
+      "a sweep's measurements of each sampling run",
+      {number_key("reference_rtol", "tolerance of the PF-ODE reference solve (deterministic samplers)").fallback(1e-10).above(0).below(1),
+       boolean_key("strong", "strong error of stochastic samplers against the same sampler on a fine grid, same Brownian path").fallback_bool(true),
+       integer_key("strong_steps", "steps of that fine solve").fallback_int(1024).at_least(1).at_most(1000000),
+       boolean_key("law", "the sample-law metrics: NLL, Frechet and energy distances, weak moment errors").fallback_bool(true),
+       integer_key("law_seed", "seed of the exact draws the law metrics compare with (must differ from [run] seed)")
+           .fallback_int(1000003)
+           .at_least(0)}};
+  return s;
+}
+
+void validate_run(const RunSpec& run, const std::string& file) { (void)read_run(run, file); }
+
+struct RunExecutor::Caches {
+  std::map<std::string, Batch> references;  // PF-ODE solutions at the end point, per noise and end
+  std::map<std::string, Batch> fine;        // fine solves of stochastic samplers, per path
+  std::map<std::string, ExactLaw> laws;
+};
+
+RunExecutor::RunExecutor() : caches_(std::make_unique<Caches>()) {}
+RunExecutor::~RunExecutor() = default;
+
+RunOutcome RunExecutor::execute(const RunSpec& spec, const std::string& file, int threads) {
+  RunOutcome out;
+  const auto start = std::chrono::steady_clock::now();
+  try {
+    const SweepRun s = read_run(spec, file);
+    out.task = s.task;
+    out.seed = static_cast<std::int64_t>(s.sampling.run.seed);
+    const GaussianMixture& mixture = *s.sampling.mixture;
+    out.mixture_weights = Batch(mixture.weights().matrix());
+    out.mixture_means = mixture.means();
+    out.mixture_variances = mixture.variances();
+    if (s.task == "likelihood") {
+      likelihood_run(s, threads, out, start);
+      return out;
+    }
+    out.sampler = s.sampling.sampler.name;
+    out.schedule = s.sampling.grid_spec.schedule;
+    out.final_step = s.sampling.grid_spec.final_step_name;
+    out.steps = s.sampling.grid.steps();
+    out.stochastic = s.sampling.sampler.stochastic;
+    const SamplingOutcome run = run_sampling(s.sampling, initial_noise(s.sampling), threads);
+    out.metric("nfe") = run.nfe;
+    out.metric("wall_time") = elapsed_since(start);  // the sampler's own time; metrics come after
+    out.alpha_end = run.alpha_end;
+    out.sigma_end = run.alpha_end * run.sigma_end;
+    if (s.sampling.run.save_samples) {
+      out.samples = run.samples;
+      out.initial = run.initial;
+    }
+    if (run.failed) {
+      out.ok = false;
+      out.failure = run.failure;
+      return out;
+    }
+    if (const auto finite = run.samples.isFinite().rowwise().all(); !finite.all()) {
+      out.ok = false;
+      out.failure = fmt::format("non-finite samples in {} of {} rows", (!finite).count(), run.samples.rows());
+      return out;
+    }
+    pathwise_errors(spec, s, run, threads, caches_->references, caches_->fine, out);
+    if (s.law) law_metrics(s, run.samples, caches_->laws, out);
+  } catch (const std::exception& e) {
+    out.ok = false;
+    out.failure = fmt::format("exception: {}", e.what());
+    if (std::isnan(out.metric("wall_time"))) out.metric("wall_time") = elapsed_since(start);
+  }
+  return out;
+}
+
+}  // namespace diffode

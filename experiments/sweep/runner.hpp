@@ -1,0 +1,63 @@
+// One run of a sweep: read and validate its resolved config (the tables of `diffode sample` read by
+// the same readers, run/sampling.hpp, plus [metrics], or [likelihood] for task "likelihood"), run it
+// through run_sampling, and measure it against exact answers. Every key: docs/config.md.
+#pragma once
+
+#include "experiments/run/schema.hpp"
+#include "experiments/sweep/plan.hpp"
+
+#include <array>
+#include <limits>
+#include <map>
+#include <memory>
+#include <string>
+
+namespace diffode {
+
+// The metrics of a run, in the summary table's column order. NaN: not computed for this run.
+inline constexpr std::array<const char*, 22> kRunMetrics{
+    "nfe",           "wall_time",       "error_rms",      "error_max", "error_median", "strong_error", "strong_error_median", "weak_mean_error", "weak_mean_floor",
+    "weak_cov_error", "weak_cov_floor", "nll",            "nll_exact", "frechet",      "frechet_floor",   "energy",
+    "energy_floor",  "ll_error",        "ll_bias",        "ll_std_error", "rtol",      "probes"};
+
+struct RunOutcome {
+  bool ok = true;
+  std::string failure;  // why not ok: NaN/Inf with step and sigma, step-size underflow, exception
+  std::string task, sampler, schedule, final_step;
+  Index steps = 0;
+  std::int64_t seed = 0;
+  bool stochastic = false;
+  std::array<double, kRunMetrics.size()> metrics;
+  Batch samples, initial;  // when [run] save_samples
+  // For the results file's /mixtures: the exact mixture and the law the samples should follow.
+  Batch mixture_weights, mixture_means, mixture_variances;
+  double alpha_end = 1.0, sigma_end = 0.0;
+
+  RunOutcome() { metrics.fill(std::numeric_limits<double>::quiet_NaN()); }
+  double& metric(std::string_view name);
+  double metric(std::string_view name) const;
+};
+
+// [metrics]: reference_rtol, strong, strong_steps, law, law_seed.
+const TableSchema& metrics_schema();
+
+// Reads and checks everything a run needs (throws ConfigError naming the sweep file's line and the
+// key); nothing runs.
+void validate_run(const RunSpec& run, const std::string& file);
+
+// Runs one run after another, caching what several runs share: the PF-ODE references (per problem,
+// noise and end point), the fine solves of stochastic samplers, and the exact laws.
+class RunExecutor {
+ public:
+  RunExecutor();
+  ~RunExecutor();
+  // Never throws for a failing run: the failure is recorded in the outcome. `threads` split the
+  // batch into fixed blocks ([run] block_rows), so results do not depend on it.
+  RunOutcome execute(const RunSpec& run, const std::string& file, int threads);
+
+ private:
+  struct Caches;
+  std::unique_ptr<Caches> caches_;
+};
+
+}  // namespace diffode

@@ -1,0 +1,204 @@
+#include "experiments/sweep/store.hpp"
+
+#include "experiments/run/hdf5_file.hpp"
+#include "experiments/run/metrics.hpp"
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <limits>
+#include <map>
+#include <optional>
+#include <unistd.h>
+
+namespace diffode {
+namespace {
+
+// Summary columns that are strings, stored as attributes of a run's group; their widths in the table.
+struct TextColumn {
+  const char* name;
+  std::size_t width;
+};
+constexpr TextColumn kTextColumns[] = {{"id", 16},      {"task", 16},        {"problem", 32}, {"sampler", 32},
+                                       {"variant", 96}, {"schedule", 24},    {"final_step", 16},
+                                       {"status", 8},   {"failure", 128}};
+
+std::string part_name(const std::string& id) { return id + ".h5"; }
+
+// The attributes and datasets of a run, under `group` of `file`.
+void write_run(Hdf5File& file, const std::string& group, const RunSpec& run, const RunOutcome& outcome) {
+  file.create_group(group);
+  file.write_attribute(group, "index", static_cast<double>(run.index));
+  file.write_attribute(group, "config", run.canonical);
+  const std::map<std::string, std::string> text{{"id", run.id},
+                                                {"task", outcome.task},
+                                                {"problem", run.problem},
+                                                {"sampler", outcome.sampler},
+                                                {"variant", run.variant},
+                                                {"schedule", outcome.schedule},
+                                                {"final_step", outcome.final_step},
+                                                {"status", outcome.ok ? "ok" : "failed"},
+                                                {"failure", outcome.failure}};
+  for (const auto& [key, value] : text) file.write_attribute(group, key, value);
+  file.write_attribute(group, "steps", static_cast<double>(outcome.steps));
+  file.write_attribute(group, "seed", static_cast<double>(outcome.seed));
+  file.write_attribute(group, "stochastic", outcome.stochastic ? 1.0 : 0.0);
+  for (std::size_t i = 0; i < kRunMetrics.size(); ++i) file.write_attribute(group, kRunMetrics[i], outcome.metrics[i]);
+  if (outcome.samples.size() > 0) {
+    file.write_matrix(group + "/samples", outcome.samples);
+    file.write_matrix(group + "/initial", outcome.initial);
+  }
+}
+
+void replace_atomically(const std::filesystem::path& temporary, const std::filesystem::path& target) {
+  std::filesystem::rename(temporary, target);  // rename(2): atomic on one file system
+}
+
+}  // namespace
+
+SweepStore::SweepStore(std::filesystem::path output) : output_(std::move(output)) {}
+
+std::filesystem::path SweepStore::parts_folder() const { return output_.string() + ".parts"; }
+
+std::set<std::string> SweepStore::finished(bool failed) const {
+  std::set<std::string> ids;
+  if (std::filesystem::exists(output_)) {
+    const Hdf5File file(output_, Hdf5File::Mode::read);
+    for (const auto& id : file.members("runs"))
+      if (failed || file.read_string_attribute("runs/" + id, "status") == "ok") ids.insert(id);
+  }
+  if (std::filesystem::exists(parts_folder()))
+    for (const auto& entry : std::filesystem::directory_iterator(parts_folder())) {
+      if (entry.path().extension() != ".h5") continue;
+      if (failed || Hdf5File(entry.path(), Hdf5File::Mode::read).read_string_attribute("run", "status") == "ok")
+        ids.insert(entry.path().stem().string());
+    }
+  return ids;
+}
+
+void SweepStore::save(const RunSpec& run, const RunOutcome& outcome) const {
+  std::filesystem::create_directories(parts_folder());
+  const auto target = parts_folder() / part_name(run.id);
+  // The temporary name carries the process id: ranks never share one.
+  const auto temporary = parts_folder() / fmt::format("{}.{}.tmp", run.id, ::getpid());
+  {
+    Hdf5File part(temporary, Hdf5File::Mode::create);
+    write_run(part, "run", run, outcome);
+    if (outcome.mixture_means.size() > 0) {
+      part.write_matrix("mixture/weights", outcome.mixture_weights);
+      part.write_matrix("mixture/means", outcome.mixture_means);
+      part.write_matrix("mixture/variances", outcome.mixture_variances);
+      part.write_attribute("mixture", "alpha_end", outcome.alpha_end);
+      part.write_attribute("mixture", "sigma_end", outcome.sigma_end);
+    }
+  }
+  replace_atomically(temporary, target);
+}
+
+void SweepStore::assemble(const SweepPlan& plan, const Provenance& provenance, bool complete) const {
+  const auto temporary = std::filesystem::path(output_.string() + ".tmp");
+  std::optional<Hdf5File> previous;
+  if (std::filesystem::exists(output_)) previous.emplace(output_, Hdf5File::Mode::read);
+  {
+    Hdf5File out(temporary, Hdf5File::Mode::create);
+    write_provenance(out, provenance);
+    out.write_attribute("/", "schema", "diffode-sweep/1");
+    out.write_attribute("/", "name", plan.name);
+    out.write_attribute("/", "config", plan.text);
+    out.write_attribute("/", "finished", complete ? "true" : "false");
+    out.create_group("runs");
+
+    std::map<std::string, std::vector<std::string>> text;
+    std::vector<std::int64_t> index, steps, seed, stochastic;
+    std::vector<std::vector<double>> metrics(kRunMetrics.size());
+    for (const RunSpec& run : plan.runs) {
+      const std::string group = "runs/" + run.id;
+      const auto part_path = parts_folder() / part_name(run.id);
+      if (std::filesystem::exists(part_path)) {
+        const Hdf5File part(part_path, Hdf5File::Mode::read);
+        out.copy_from(part, "run", group);
+        const std::string mixture = "mixtures/" + run.problem;
+        if (part.has("mixture") && !out.has(mixture)) out.copy_from(part, "mixture", mixture);
+      } else if (previous && previous->has(group)) {
+        out.copy_from(*previous, group, group);
+        const std::string mixture = "mixtures/" + run.problem;
+        if (previous->has(mixture) && !out.has(mixture)) out.copy_from(*previous, mixture, mixture);
+      } else {
+        continue;  // not run yet
+      }
+      for (const auto& column : kTextColumns) text[column.name].push_back(out.read_string_attribute(group, column.name));
+      index.push_back(run.index);
+      steps.push_back(static_cast<std::int64_t>(out.read_double_attribute(group, "steps")));
+      seed.push_back(static_cast<std::int64_t>(out.read_double_attribute(group, "seed")));
+      stochastic.push_back(static_cast<std::int64_t>(out.read_double_attribute(group, "stochastic")));
+      // A metric added after a run was stored reads as not computed.
+      for (std::size_t i = 0; i < kRunMetrics.size(); ++i)
+        metrics[i].push_back(out.has_attribute(group, kRunMetrics[i]) ? out.read_double_attribute(group, kRunMetrics[i])
+                                                                      : std::numeric_limits<double>::quiet_NaN());
+    }
+
+    std::vector<TableColumn> columns;
+    columns.push_back({"index", index});
+    for (const auto& column : kTextColumns) {
+      columns.push_back({column.name, text[column.name], column.width});
+      if (std::string_view(column.name) == "final_step") {
+        columns.push_back({"steps", steps});
+        columns.push_back({"seed", seed});
+        columns.push_back({"stochastic", stochastic});
+      }
+    }
+    for (std::size_t i = 0; i < kRunMetrics.size(); ++i) columns.push_back({kRunMetrics[i], metrics[i]});
+    out.write_table("summary", columns);
+
+    // Orders along the steps axis: per (problem, variant), error against NFE over the finished runs.
+    struct Series {
+      std::vector<double> nfe, error;
+    };
+    std::map<std::tuple<std::string, std::string, std::string>, Series> series;
+    std::vector<std::tuple<std::string, std::string, std::string>> order;  // first appearance
+    const auto& problems = text["problem"];
+    const auto& variants = text["variant"];
+    const auto& statuses = text["status"];
+    for (std::size_t r = 0; r < index.size(); ++r) {
+      if (statuses[r] != "ok") continue;
+      for (const char* metric : {"error_rms", "error_median", "strong_error", "strong_error_median", "ll_error"}) {
+        std::size_t m = 0;
+        while (std::string_view(kRunMetrics[m]) != metric) ++m;
+        if (!std::isfinite(metrics[m][r])) continue;
+        const auto key = std::make_tuple(problems[r], variants[r], std::string(metric));
+        auto [it, fresh] = series.try_emplace(key);
+        if (fresh) order.push_back(key);
+        it->second.nfe.push_back(metrics[0][r]);
+        it->second.error.push_back(metrics[m][r]);
+      }
+    }
+    std::vector<std::string> order_problem, order_variant, order_metric;
+    std::vector<double> order_value, nfe_min, nfe_max;
+    std::vector<std::int64_t> points;
+    for (const auto& key : order) {
+      const Series& s = series[key];
+      if (s.nfe.size() < 2) continue;
+      const OrderFit fit = fit_order(s.nfe, s.error);
+      order_problem.push_back(std::get<0>(key));
+      order_variant.push_back(std::get<1>(key));
+      order_metric.push_back(std::get<2>(key));
+      order_value.push_back(fit.order);
+      points.push_back(fit.points);
+      nfe_min.push_back(*std::min_element(s.nfe.begin(), s.nfe.end()));
+      nfe_max.push_back(*std::max_element(s.nfe.begin(), s.nfe.end()));
+    }
+    out.write_table("orders", {{"problem", order_problem, 32},
+                               {"variant", order_variant, 96},
+                               {"metric", order_metric, 24},
+                               {"order", order_value},
+                               {"points", points},
+                               {"nfe_min", nfe_min},
+                               {"nfe_max", nfe_max}});
+  }
+  previous.reset();
+  replace_atomically(temporary, output_);
+}
+
+void SweepStore::remove_parts() const { std::filesystem::remove_all(parts_folder()); }
+
+}  // namespace diffode
