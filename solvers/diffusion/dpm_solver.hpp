@@ -213,6 +213,13 @@ IntegrationStats sample_dpm_solver_fast(const Model& model, State& x, double sig
 // that tolerance (t_err = 1e-5) in the process's own time t, which a sampler in sigma~ does not
 // know; k-diffusion measures it in lambda, as here. Both land on lambda_end by the cut step, so
 // the difference only shows if a step happens to end within the tolerance without the cut.
+// The k_diffusion controller reproduces k-diffusion's sample_dpm_adaptive (eta = 0) to rounding,
+// accept/reject decisions included (tests/data/reference/kdiff_dpm_adaptive_*). The dpm_solver
+// controller is the authors' rule but deliberately not their numbers, for two reasons:
+// dpm_solver_pytorch.py measures E on x_t = alpha x~ (with delta from |x_t|), where this sampler
+// measures it on the scale-free x~, so under a VP process (alpha < 1) the same atol and rtol weigh
+// the steps differently; and it rounds the factor theta E^(-1/order) to float32 (`.float()`), which
+// moves every step by up to ~1e-7 relative. So no fixture holds that controller to the authors' code.
 enum class DpmAdaptiveController { dpm_solver, k_diffusion };
 
 struct DpmSolverAdaptiveOptions {

@@ -87,7 +87,10 @@ IntegrationStats sample_dpmpp_2s(const Model& model, State& x, std::span<const d
 // order); the authors' code (sample(..., lower_order_final=True), the default there) also runs the
 // last steps at orders min(order, steps left) when the grid has fewer than 10 steps, "a key to
 // stabilizing the sampling ... with very few steps". lower_order_final_below chooses: 0 (the default
-// here) is k-diffusion's rule, 10 the authors'.
+// here) is k-diffusion's rule, 10 the authors'. Steps are counted as the authors count them: a grid
+// ending in 0 is their run on the positive part with denoise_to_zero=True, so the step to 0 counts
+// neither toward the threshold nor among the last steps (N positive steps end with orders ..., 2, 1,
+// then the step to 0).
 //
 // The third-order term. Taylor expansion of the exact solution gives
 //   x~_t = (sigma~_t/sigma~_s) x~_s + h phi_1(-h) D + h^2 phi_2(-h) D' + h^3 phi_3(-h) D''.
@@ -163,13 +166,16 @@ IntegrationStats sample_dpmpp_multistep(int max_order, const Model& model, State
   DpmppHistory<State> hist;
   State next;
   const std::size_t steps = sigmas.size() - 1;
-  const bool lower_final = static_cast<long>(steps) < options.lower_order_final_below;
+  // The authors' rule counts the steps to a positive sigma~ only: a last step to sigma~ = 0 is their
+  // denoise_to_zero, taken after those steps (and first order whatever the rule).
+  const std::size_t positive = sigmas.back() == 0.0 ? steps - 1 : steps;
+  const bool lower_final = static_cast<long>(positive) < options.lower_order_final_below;
   for (std::size_t i = 0; i < steps; ++i) {
     hist.shift();
     run.denoise(x, sigmas[i], hist.d0);
     hist.lambda0 = lambda_of_sigma(sigmas[i]);
     int order = std::min(max_order, hist.size);  // warm-up: as many values as the history holds
-    if (lower_final) order = std::min(order, static_cast<int>(steps - i));
+    if (lower_final && i < positive) order = std::min(order, static_cast<int>(positive - i));
     dpmpp_multistep_update(order, options.form, hist, x, sigmas[i], sigmas[i + 1], next);
     std::swap(x, next);  // the buffers trade places; no copy
     if (!run.finish_step(i, sigmas[i + 1], sigmas[i + 1] - sigmas[i], x)) break;

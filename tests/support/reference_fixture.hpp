@@ -21,6 +21,13 @@
 // `option <key> <value>` lines (diffode's option fields), `vector sigmas` (the scale-free grid
 // sigma~ = sigma/alpha, as diffode's sampler is given it), `matrix x_out` (the reference's result,
 // scaled: x~ = x / alpha at the grid's last point), and for stochastic runs `noise_seed`.
+// Samplers that choose their own steps from a range (sample_dpm_solver_fast,
+// sample_dpm_solver_adaptive) have no grid: their `vector sigmas` holds two values, the range
+// [sigma~_start, sigma~_end] they are given, and the options carry the rest (`nfe` and `order`;
+// `order`, `rtol`, `atol`, `h_init`, the controller and its coefficients). An adaptive fixture also
+// carries the reference's accepted and rejected step counts, `accepted` and `rejected`. Entries the
+// replay does not read (`timesteps`, `orders`, `quad_vs_exact`) record the reference's own grid or
+// findings for whoever reads the file.
 #pragma once
 
 #include "core/state.hpp"
@@ -167,7 +174,7 @@ inline std::vector<std::filesystem::path> list_fixtures(const std::filesystem::p
 }
 
 // Largest per-sample relative difference max_n |x_n - y_n| / max(|y_n|, floor) (Euclidean norms
-// over dimensions): the agreement measure of docs/DESIGN.md §5.3, made scale-free.
+// over dimensions): the agreement measure of reference_test.cpp, made scale-free.
 inline double max_relative_difference(const Batch& x, const Batch& reference, double floor = 1e-300) {
   if (x.rows() != reference.rows() || x.cols() != reference.cols())
     throw std::invalid_argument("max_relative_difference: shapes differ");

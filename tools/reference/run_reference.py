@@ -8,14 +8,17 @@ References (public repositories, checked out by the user; never copied into diff
 
 Everything runs in float64 on the CPU from the case files diffode exports (mixture, process,
 initial noise x~_T), and each result goes to tests/data/reference/<name>.txt together with the
-scale-free grid sigma~ = sigma / alpha it ran on, so tests/solvers/diffusion/reference_test.cpp can
-replay diffode's sampler from the same x~_T and sigmas. See tools/reference/README.md.
+scale-free grid sigma~ = sigma / alpha it ran on (for the samplers that choose their own steps,
+DPM-Solver-fast and adaptive DPM-Solver, just the range [sigma~_start, sigma~_end]), so
+tests/solvers/diffusion/reference_test.cpp can replay diffode's sampler from the same x~_T and
+sigmas. See tools/reference/README.md.
 
 k-diffusion works in the scale-free variables x~ = x / alpha, sigma~ (its model is the denoiser
 D(x~; sigma~)), so it runs on every case. DPM-Solver and UniPC work in x_t with the (alpha_t, sigma_t)
 of a VP schedule: they run on the VP cases with NoiseScheduleVP('linear', 0.1, 20), which is
 diffode's VP linear process; they are fed x_T = alpha(T) x~_T and their result x_t is stored as
-x_t / alpha(t_end).
+x_t / alpha(t_end) (with denoise_to_zero, the result is the denoised x0, stored as it is, and the
+grid ends in 0).
 """
 
 import argparse
@@ -71,8 +74,23 @@ def load_k_diffusion(root):
     if missing('torchdiffeq'):
         stub_module('torchdiffeq', odeint=unavailable)
     if missing('tqdm'):
+        class ProgressBar:
+            """tqdm(...) as sample_dpm_fast and sample_dpm_adaptive use it: a context manager with update()."""
+
+            def __init__(self, *_, **__):
+                pass
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *_):
+                return False
+
+            def update(self, *_):
+                pass
+
         tqdm = stub_module('tqdm')
-        tqdm.auto = stub_module('tqdm.auto', trange=lambda n, disable=None: range(n), tqdm=lambda it, **_: it)
+        tqdm.auto = stub_module('tqdm.auto', trange=lambda n, disable=None: range(n), tqdm=ProgressBar)
     if missing('safetensors'):
         stub_module('safetensors')
     if missing('torchvision'):
@@ -192,6 +210,12 @@ def run_k_diffusion(sampling, case, fixtures, steps):
                                    'sample_dpmpp_2m_sde', {'eta': 0, 'solver_type': 'heun'}),
         'dpmpp_3m_sde_eta0': (sampling.sample_dpmpp_3m_sde, {'eta': 0.0, 'noise_sampler': NoNoise(x_T)},
                               'sample_dpmpp_3m_sde', {'eta': 0}),
+        # sample_dpmpp_sde at eta = 0 draws no noise: it is DPM-Solver++(2S) with the intermediate
+        # point lambda_s + r h, diffode's sample_dpmpp_2s option r (r = 1/2 is covered above).
+        'dpmpp_sde_eta0_r1_3': (sampling.sample_dpmpp_sde, {'eta': 0.0, 'noise_sampler': NoNoise(x_T), 'r': 1 / 3},
+                                'sample_dpmpp_2s', {'eta': 0, 'r': 1 / 3}),
+        'dpmpp_sde_eta0_r1': (sampling.sample_dpmpp_sde, {'eta': 0.0, 'noise_sampler': NoNoise(x_T), 'r': 1.0},
+                              'sample_dpmpp_2s', {'eta': 0, 'r': 1.0}),
     }
     report = []
     for grid_name, sigmas in grids.items():
@@ -219,7 +243,52 @@ def run_k_diffusion(sampling, case, fixtures, steps):
         fixtures.write(f'kdiff_lms_exact_{grid_name}_{case.name}', case,
                        'k_diffusion.sampling.sample_lms(order=4), linear_multistep_coeff integrated exactly',
                        'sample_lms', sigmas, x_exact, counter[0], [('order', 4)])
+        # The lower orders, as published (their integrands have degree <= 2: quad is exact too).
+        for order in (1, 2, 3):
+            counter = [0]
+            x = sampling.sample_lms(case.k_denoiser(counter), x_T.clone(), sigmas, disable=True, order=order)
+            fixtures.write(f'kdiff_lms_o{order}_{grid_name}_{case.name}', case,
+                           f'k_diffusion.sampling.sample_lms(order={order})', 'sample_lms', sigmas, x, counter[0],
+                           [('order', order)])
     return report
+
+
+# sample_dpm_fast budgets (NFE): 5 -> orders [3, 2], 10 -> [3, 3, 3, 1], 12 -> [3, 3, 3, 2, 1],
+# 20 -> [3] * 6 + [2]: every branch of its order schedule.
+K_DIFFUSION_FAST_NFE = (5, 10, 12, 20)
+# sample_dpm_adaptive settings: (name, kwargs). k-diffusion's defaults (rtol 0.05, atol 0.0078, an
+# integral controller), a tight tolerance, and a PID controller with all three terms.
+K_DIFFUSION_ADAPTIVE = (
+    ('default', {}),
+    ('tight', {'rtol': 1e-3, 'atol': 1e-4}),
+    ('pid', {'rtol': 1e-2, 'atol': 1e-3, 'pcoeff': 0.3, 'icoeff': 0.5, 'dcoeff': 0.2}),
+)
+
+
+def run_k_diffusion_grid_free(sampling, case, fixtures):
+    """k-diffusion's DPM-Solver-fast and adaptive DPM-Solver-12/23, which choose their own steps from a
+    range: the fixture's `sigmas` holds just that range [sigma_max, sigma_min]."""
+    x_T = case.x_T.clone()
+    ends = [case.sigma_max, case.sigma_min]
+    for nfe in K_DIFFUSION_FAST_NFE:
+        counter = [0]
+        x = sampling.sample_dpm_fast(case.k_denoiser(counter), x_T.clone(), case.sigma_min, case.sigma_max, nfe,
+                                     disable=True)
+        fixtures.write(f'kdiff_dpm_fast_nfe{nfe}_{case.name}', case, f'k_diffusion.sampling.sample_dpm_fast(n={nfe})',
+                       'sample_dpm_solver_fast', ends, x, counter[0], [('nfe', nfe), ('order', 3)])
+    defaults = {'rtol': 0.05, 'atol': 0.0078, 'h_init': 0.05, 'pcoeff': 0.0, 'icoeff': 1.0, 'dcoeff': 0.0,
+                'accept_safety': 0.81}
+    for order in (2, 3):
+        for setting, kwargs in K_DIFFUSION_ADAPTIVE:
+            counter = [0]
+            x, info = sampling.sample_dpm_adaptive(case.k_denoiser(counter), x_T.clone(), case.sigma_min, case.sigma_max,
+                                                   disable=True, order=order, return_info=True, **kwargs)
+            assert info['nfe'] == counter[0], (info, counter[0])
+            shown = ', '.join([f'order={order}'] + [f'{k}={v}' for k, v in kwargs.items()])
+            options = [('order', order), ('controller', 'k_diffusion')] + list({**defaults, **kwargs}.items())
+            fixtures.write(f'kdiff_dpm_adaptive_o{order}_{setting}_{case.name}', case,
+                           f'k_diffusion.sampling.sample_dpm_adaptive({shown})', 'sample_dpm_solver_adaptive', ends,
+                           x, counter[0], options, [('accepted', info['n_accept']), ('rejected', info['n_reject'])])
 
 
 def run_k_diffusion_stochastic(sampling, case, fixtures):
@@ -248,6 +317,30 @@ def run_k_diffusion_stochastic(sampling, case, fixtures):
         'heun_churn': (sampling.sample_heun, churn, 'randn_like', 'sample_heun', churn),
         'dpm2_churn': (sampling.sample_dpm_2, churn, 'randn_like', 'sample_dpm_2', churn),
     }
+    # The same samplers between the deterministic and the full-noise ends, with the noise scaled:
+    # eta = 1/2 (sigma_up and the SDE's noise both depend on eta non-linearly) and s_noise = 0.9;
+    # the churn samplers with Karras et al.'s s_noise = 1.007 (2022, Table 5).
+    partial = {'eta': 0.5, 's_noise': 0.9}
+    churn_noise = {**churn, 's_noise': 1.007}
+    samplers.update({
+        'euler_ancestral_eta05_snoise09': (sampling.sample_euler_ancestral, partial, 'noise_sampler',
+                                           'sample_euler_ancestral', partial),
+        # DDIM(eta) in sigma~ is the Euler-ancestral step with the same eta, for every eta (ddim.hpp).
+        'ddim_eta05_snoise09': (sampling.sample_euler_ancestral, partial, 'noise_sampler', 'sample_ddim', partial),
+        'dpm2_ancestral_eta05_snoise09': (sampling.sample_dpm_2_ancestral, partial, 'noise_sampler',
+                                          'sample_dpm_2_ancestral', partial),
+        'dpmpp_2s_ancestral_eta05_snoise09': (sampling.sample_dpmpp_2s_ancestral, partial, 'noise_sampler',
+                                              'sample_dpmpp_2s', partial),
+        'dpmpp_2m_sde_eta05_snoise09': (sampling.sample_dpmpp_2m_sde, partial, 'noise_sampler', 'sample_dpmpp_2m_sde',
+                                        {**partial, 'solver_type': 'midpoint'}),
+        'dpmpp_2m_sde_heun_eta05_snoise09': (sampling.sample_dpmpp_2m_sde, {**partial, 'solver_type': 'heun'},
+                                             'noise_sampler', 'sample_dpmpp_2m_sde', {**partial, 'solver_type': 'heun'}),
+        'dpmpp_3m_sde_eta05_snoise09': (sampling.sample_dpmpp_3m_sde, partial, 'noise_sampler', 'sample_dpmpp_3m_sde',
+                                        partial),
+        'euler_churn_snoise1007': (sampling.sample_euler, churn_noise, 'randn_like', 'sample_euler', churn_noise),
+        'heun_churn_snoise1007': (sampling.sample_heun, churn_noise, 'randn_like', 'sample_heun', churn_noise),
+        'dpm2_churn_snoise1007': (sampling.sample_dpm_2, churn_noise, 'randn_like', 'sample_dpm_2', churn_noise),
+    })
     for kind, (fn, kwargs, draws, diffode_sampler, diffode_options) in samplers.items():
         noise = ExportedNoise(case.path)
         counter = [0]
@@ -304,17 +397,25 @@ def scaled_sigmas(ns, timesteps):
     return torch.exp(-ns.marginal_lambda(timesteps.reshape(-1)))
 
 
-# DPM-Solver runs that have a diffode counterpart: (algorithm_type, method, order, steps). Not run:
-# multistep 'dpmsolver' (noise prediction) and singlestep order-3 'dpmsolver++', which diffode does
-# not implement.
+# DPM-Solver runs that have a diffode counterpart: (algorithm_type, method, order, steps,
+# denoise_to_zero). Not run: multistep 'dpmsolver' (noise prediction) and singlestep order-3
+# 'dpmsolver++', which diffode does not implement.
 DPM_SOLVER_RUNS = (
-    [('dpmsolver', 'singlestep', order, 10) for order in (1, 2, 3)]
-    + [('dpmsolver', 'singlestep_fixed', order, 12) for order in (2, 3)]
-    + [('dpmsolver++', 'singlestep', order, 10) for order in (1, 2)]
-    + [('dpmsolver++', 'singlestep_fixed', 2, 12)]
+    [('dpmsolver', 'singlestep', order, 10, False) for order in (1, 2, 3)]
+    + [('dpmsolver', 'singlestep_fixed', order, 12, False) for order in (2, 3)]
+    + [('dpmsolver++', 'singlestep', order, 10, False) for order in (1, 2)]
+    + [('dpmsolver++', 'singlestep_fixed', 2, 12, False)]
     # lower_order_final acts below 10 steps only: 8 steps use it, 12 do not.
-    + [('dpmsolver++', 'multistep', order, steps) for order in (2, 3) for steps in (8, 12)]
+    + [('dpmsolver++', 'multistep', order, steps, False) for order in (2, 3) for steps in (8, 12)]
+    # denoise_to_zero: a last first-order step from t_end to sigma = 0 (D at t_end), which diffode
+    # takes as a grid ending in 0; with 8 multistep steps it follows the lower-order final steps.
+    + [('dpmsolver', 'singlestep', 3, 10, True), ('dpmsolver++', 'singlestep', 2, 10, True)]
+    + [('dpmsolver++', 'multistep', order, steps, True) for order in (2, 3) for steps in (8, 12)]
 )
+# DPM-Solver-fast (method='singlestep', skip_type='logSNR') replayed through diffode's
+# sample_dpm_solver_fast, which builds the same order schedule and lambda-uniform grid itself from
+# the range and the NFE budget: (order, NFE).
+DPM_SOLVER_FAST_RUNS = [(order, nfe) for order in (1, 2, 3) for nfe in (5, 10, 12)]
 
 
 def dpm_solver_counterpart(algorithm, method, order, orders):
@@ -336,12 +437,12 @@ def run_dpm_solver(dpm, case, fixtures):
     x_T = case.x_T.clone()
     ns = dpm.NoiseScheduleVP('linear', continuous_beta_0=case.process.b0, continuous_beta_1=case.process.b1,
                              dtype=torch.float64)
-    for algorithm, method, order, steps in DPM_SOLVER_RUNS:
+    for algorithm, method, order, steps, to_zero in DPM_SOLVER_RUNS:
         counter = [0]
         model_fn = dpm.model_wrapper(vp_model(case, counter), ns, model_type='x_start')
         solver = dpm.DPM_Solver(model_fn, ns, algorithm_type=algorithm)
         x = solver.sample(alpha_T * x_T.clone(), steps=steps, t_start=t_T, t_end=t_0, order=order,
-                          skip_type='logSNR', method=method, lower_order_final=True)
+                          skip_type='logSNR', method=method, lower_order_final=True, denoise_to_zero=to_zero)
         # The grid the solver stepped on: outer timesteps and per-step orders for the singlestep
         # methods (inner points: r1 = 1/2, or 1/3 and 2/3, of each step in lambda), all timesteps
         # for multistep.
@@ -354,13 +455,63 @@ def run_dpm_solver(dpm, case, fixtures):
         else:
             timesteps = solver.get_time_steps('logSNR', t_T, t_0, steps, 'cpu')
             orders = [order]
+        sigmas = scaled_sigmas(ns, timesteps).tolist()
+        if to_zero:
+            # The result is the denoised x0, at alpha = 1; the step to sigma = 0 is first order.
+            sigmas.append(0.0)
+            if algorithm == 'dpmsolver':  # diffode's sample_dpm_solver takes one order per step
+                orders = list(orders) + [1]
+            x_out, suffix, shown = x, '_zero', ', denoise_to_zero=True'
+        else:
+            x_out, suffix, shown = x / alpha_0, '', ''
         sampler, options = dpm_solver_counterpart(algorithm, method, order, orders)
         algo = 'dpmsolverpp' if algorithm == 'dpmsolver++' else 'dpmsolver'
         extra = [('timesteps', ' '.join('%.17g' % v for v in timesteps.tolist()))]
-        fixtures.write(f'dpmsolver_{algo}_{method}_o{order}_n{steps}_{case.name}', case,
+        fixtures.write(f'dpmsolver_{algo}_{method}_o{order}_n{steps}{suffix}_{case.name}', case,
                        f'dpm_solver_pytorch.DPM_Solver(algorithm_type={algorithm}).sample(steps={steps}, '
-                       f'order={order}, skip_type=logSNR, method={method}, lower_order_final=True)',
-                       sampler, scaled_sigmas(ns, timesteps), x / alpha_0, counter[0], options, extra)
+                       f'order={order}, skip_type=logSNR, method={method}, lower_order_final=True{shown})',
+                       sampler, sigmas, x_out, counter[0], options, extra)
+
+    for order, nfe in DPM_SOLVER_FAST_RUNS:
+        counter = [0]
+        model_fn = dpm.model_wrapper(vp_model(case, counter), ns, model_type='x_start')
+        solver = dpm.DPM_Solver(model_fn, ns, algorithm_type='dpmsolver')
+        x = solver.sample(alpha_T * x_T.clone(), steps=nfe, t_start=t_T, t_end=t_0, order=order, skip_type='logSNR',
+                          method='singlestep')
+        timesteps, orders = solver.get_orders_and_timesteps_for_singlestep_solver(
+            steps=nfe, order=order, skip_type='logSNR', t_T=t_T, t_0=t_0, device='cpu')
+        ends = scaled_sigmas(ns, torch.tensor([t_T, t_0])).tolist()
+        extra = [('timesteps', ' '.join('%.17g' % v for v in timesteps.tolist())),
+                 ('orders', ' '.join(str(o) for o in orders))]
+        fixtures.write(f'dpmsolver_dpmsolver_fast_o{order}_nfe{nfe}_{case.name}', case,
+                       f'dpm_solver_pytorch.DPM_Solver(algorithm_type=dpmsolver).sample(steps={nfe}, order={order}, '
+                       f'skip_type=logSNR, method=singlestep)',
+                       'sample_dpm_solver_fast', ends, x / alpha_0, counter[0], [('nfe', nfe), ('order', order)], extra)
+
+
+# UniPC runs: (order, lower_order_final, corrector, denoise_to_zero, name suffix). Every
+# variant (bh1, bh2) and prediction (data, noise) runs each. lower_order_final only acts for
+# order >= 2 (at order 1 every step is first order anyway).
+UNIPC_RUNS = (
+    [(order, True, True, False, '') for order in (1, 2, 3)]
+    + [(order, False, True, False, '_nolof') for order in (2, 3)]
+    + [(order, True, False, False, '_nocorr') for order in (1, 2, 3)]
+    + [(order, True, True, True, '_zero') for order in (2, 3)]
+)
+
+
+def without_corrector(solver):
+    """uni_pc.py's UniPC.sample() has no switch for the corrector; it always asks
+    multistep_uni_pc_update for one (except at the last step). This makes every such call pass
+    use_corrector=False, so sample() runs UniP-p alone with its own loop: the update then returns no
+    model value and sample() evaluates the model at the predicted point itself."""
+    update = solver.multistep_uni_pc_update
+
+    def predictor_only(*args, **kwargs):
+        kwargs['use_corrector'] = False
+        return update(*args, **kwargs)
+    solver.multistep_uni_pc_update = predictor_only
+    return solver
 
 
 def run_unipc(uni, case, fixtures, steps=10):
@@ -372,24 +523,34 @@ def run_unipc(uni, case, fixtures, steps=10):
                              dtype=torch.float64)
     for variant in ['bh1', 'bh2']:
         for prediction in ['data_prediction', 'noise_prediction']:
-            for order in [1, 2, 3]:
+            for order, lower_order_final, corrector, to_zero, suffix in UNIPC_RUNS:
                 counter = [0]
                 model_fn = uni.model_wrapper(vp_noise_model(case, ns, counter), ns, model_type='noise')
                 solver = uni.UniPC(model_fn, ns, algorithm_type=prediction, variant=variant)
+                if not corrector:
+                    without_corrector(solver)
                 # uni_pc.py's einsums want image-shaped states (N, C, H, W).
                 with Quiet():
                     x = solver.sample((alpha_T * x_T.clone())[:, :, None, None], steps=steps, t_start=t_T,
                                       t_end=t_0, order=order, skip_type='logSNR', method='multistep',
-                                      lower_order_final=True)
+                                      lower_order_final=lower_order_final, denoise_to_zero=to_zero)
+                x = x.reshape(x.shape[0], -1)
                 timesteps = solver.get_time_steps('logSNR', t_T, t_0, steps, 'cpu')
+                sigmas = scaled_sigmas(ns, timesteps).tolist()
+                if to_zero:  # the denoised x0 at alpha = 1, after a first-order step to sigma = 0
+                    sigmas.append(0.0)
+                else:
+                    x = x / alpha_0
                 pred = 'data' if prediction == 'data_prediction' else 'noise'
-                options = [('order', order), ('variant', variant), ('prediction', pred), ('lower_order_final', 1)]
+                options = [('order', order), ('variant', variant), ('prediction', pred),
+                           ('lower_order_final', int(lower_order_final)), ('corrector', int(corrector))]
                 extra = [('timesteps', ' '.join('%.17g' % v for v in timesteps.tolist()))]
-                fixtures.write(f'unipc_{variant}_{pred}_o{order}_n{steps}_{case.name}', case,
-                               f'uni_pc.UniPC(algorithm_type={prediction}, variant={variant}).sample(steps={steps}, '
-                               f'order={order}, skip_type=logSNR, method=multistep, lower_order_final=True)',
-                               'sample_unipc', scaled_sigmas(ns, timesteps), x.reshape(x.shape[0], -1) / alpha_0,
-                               counter[0], options, extra)
+                shown = (f'uni_pc.UniPC(algorithm_type={prediction}, variant={variant}).sample(steps={steps}, '
+                         f'order={order}, skip_type=logSNR, method=multistep, lower_order_final={lower_order_final}'
+                         + (', denoise_to_zero=True' if to_zero else '') + ')'
+                         + ('' if corrector else ' with every multistep_uni_pc_update(use_corrector=False)'))
+                fixtures.write(f'unipc_{variant}_{pred}_o{order}_n{steps}{suffix}_{case.name}', case, shown,
+                               'sample_unipc', sigmas, x, counter[0], options, extra)
 
 
 def main():
@@ -421,6 +582,7 @@ def main():
         case = Case(os.path.join(args.data, 'cases', name + '.txt'))
         report += run_k_diffusion(sampling, case, fixtures, args.steps)
         run_k_diffusion_stochastic(sampling, case, fixtures)
+        run_k_diffusion_grid_free(sampling, case, fixtures)
         if case.process_name == 'vp':
             run_dpm_solver(dpm, case, fixtures)
             run_unipc(uni, case, fixtures)
