@@ -27,12 +27,12 @@ const TableSchema& process_schema() {
       "process",
       "the forward process x_t = alpha(t) x0 + sigma(t) eps",
       {string_key("name", "the process").fallback_str("edm").one_of(kProcesses),
-       number_key("beta_min", "linear beta schedule's start (vp, subvp)").fallback(0.1).above(0),
-       number_key("beta_max", "linear beta schedule's end (vp, subvp)").fallback(20.0).above(0),
-       number_key("sigma_min", "smallest noise level (ve 0.01; edm 0.002, its t_min)").optional("the process's own").above(0),
-       number_key("sigma_max", "largest noise level (ve 50; edm 80, its T)").optional("the process's own").above(0),
-       number_key("t_min", "where sampling stops (vp, subvp, vp_cosine, flow 1e-3; ve 1e-5; edm sigma_min)").optional("the process's own").above(0),
-       number_key("t_max", "where sampling starts, T (1; vp_cosine 0.9946; edm sigma_max)").optional("the process's own").above(0)}};
+       number_key("beta_min", "linear beta schedule's start (vp, subvp)").fallback(0.1).above(0).in_unit("1 / time"),
+       number_key("beta_max", "linear beta schedule's end (vp, subvp)").fallback(20.0).above(0).in_unit("1 / time"),
+       number_key("sigma_min", "smallest noise level (ve 0.01; edm 0.002, its t_min)").optional("the process's own").above(0).in_unit("data"),
+       number_key("sigma_max", "largest noise level (ve 50; edm 80, its T)").optional("the process's own").above(0).in_unit("data"),
+       number_key("t_min", "where sampling stops (vp, subvp, vp_cosine, flow 1e-3; ve 1e-5; edm sigma_min)").optional("the process's own").above(0).in_unit("time"),
+       number_key("t_max", "where sampling starts, T (1; vp_cosine 0.9946; edm sigma_max)").optional("the process's own").above(0).in_unit("time")}};
   return s;
 }
 

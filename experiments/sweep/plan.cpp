@@ -130,20 +130,19 @@ const TableSchema& sweep_schema() {
   return s;
 }
 
-SweepPlan plan_sweep(const Config& config) {
-  SweepPlan plan;
-  plan.file = config.name();
-  plan.text = config.text();
-  ConfigTable root = config.root();
-  ConfigTable sweep = root.table("sweep", sweep_schema());
+namespace {
+
+// [sweep]: name and output, and the axes of [sweep.product] (one block, or [[sweep.product]]
+// several, whose runs follow each other) and [sweep.zip] (joining every block). Returns the number
+// of blocks.
+int read_sweep_table(const Config& config, SweepPlan& plan) {
+  ConfigTable sweep = config.root().table("sweep", sweep_schema());
   plan.name = sweep.string("name", std::filesystem::path(plan.file).stem().string());
   if (plan.name.empty() || plan.name.size() > 200 || plan.name.find('/') != std::string::npos)
     sweep.fail("name", "must be 1 to 200 characters without '/' (it names the results file)");
   const auto run_output = config.table().at_path("run.output").value<std::string>();
   plan.output = sweep.string("output", run_output ? *run_output : fmt::format("results/{}.h5", plan.name));
   if (plan.output.empty()) sweep.fail("output", "must name a file");
-  // [sweep.product] is one block of axes, or [[sweep.product]] several, whose runs follow each
-  // other; [sweep.zip] joins every block.
   int blocks = 1;
   if (sweep.has("product")) {
     const toml::node* node = sweep.node("product");
@@ -164,10 +163,17 @@ SweepPlan plan_sweep(const Config& config) {
     collect_axes(*config.table().at_path("sweep.zip").as_table(), "", true, -1, plan.file, plan.axes);
   }
   sweep.finish();
+  return blocks;
+}
+
+// Axes in file order; none under [sweep], none given twice in a block, zipped ones of equal length.
+void check_axes(SweepPlan& plan) {
   std::stable_sort(plan.axes.begin(), plan.axes.end(), [](const SweepAxis& a, const SweepAxis& b) { return a.line < b.line; });
   for (const auto& axis : plan.axes) {
     if (axis.key == "sweep" || axis.key.starts_with("sweep."))
       throw ConfigError(fmt::format("{}:{}: sweep axis \"{}\": the [sweep] table cannot be swept", plan.file, axis.line, axis.key));
+    if (axis.values.empty())
+      throw ConfigError(fmt::format("{}:{}: sweep axis \"{}\" lists no values: the sweep would have no runs", plan.file, axis.line, axis.key));
     for (const auto& other : plan.axes) {
       if (&other == &axis || (axis.block != other.block && axis.block >= 0 && other.block >= 0)) continue;
       // A table axis and axes under it may meet (the table is set first, then its keys).
@@ -175,25 +181,25 @@ SweepPlan plan_sweep(const Config& config) {
         throw ConfigError(fmt::format("{}:{}: sweep axis \"{}\" is also given at line {}", plan.file, axis.line, axis.key, other.line));
     }
   }
-  std::size_t zip_length = 0;
   const SweepAxis* first_zipped = nullptr;
   for (const auto& axis : plan.axes) {
     if (!axis.zipped) continue;
-    if (!first_zipped) {
-      first_zipped = &axis;
-      zip_length = axis.values.size();
-    } else if (axis.values.size() != zip_length) {
-      throw ConfigError(fmt::format("{}:{}: sweep.zip.\"{}\" has {} values, sweep.zip.\"{}\" {}: zipped axes need equal lengths",
-                                    plan.file, axis.line, axis.key, axis.values.size(), first_zipped->key, zip_length));
-    }
+    if (!first_zipped) first_zipped = &axis;
+    if (axis.values.size() != first_zipped->values.size())
+      throw ConfigError(fmt::format("{}:{}: sweep.zip.\"{}\" has {} values, sweep.zip.\"{}\" {}: zipped axes need equal lengths", plan.file,
+                                    axis.line, axis.key, axis.values.size(), first_zipped->key, first_zipped->values.size()));
   }
+}
 
-  // Per block, the factors of its product: each product axis alone, and the zipped axes together
-  // at the place of the first of them.
-  std::vector<std::vector<std::vector<const SweepAxis*>>> block_factors(blocks);
+using Factors = std::vector<std::vector<const SweepAxis*>>;
+
+// Per block, the factors of its product: each product axis alone, and the zipped axes together at
+// the place of the first of them. Refuses more than 10^6 runs.
+std::vector<Factors> block_factors(const SweepPlan& plan, int blocks) {
+  std::vector<Factors> all(blocks);
   std::size_t total = 0;
   for (int b = 0; b < blocks; ++b) {
-    auto& factors = block_factors[b];
+    auto& factors = all[b];
     bool zip_placed = false;
     for (const auto& axis : plan.axes) {
       if (!axis.zipped && axis.block == b) {
@@ -213,73 +219,93 @@ SweepPlan plan_sweep(const Config& config) {
     total += count;
     if (total > 1000000) throw ConfigError(fmt::format("{}: the sweep expands to more than 10^6 runs", plan.file));
   }
+  return all;
+}
 
+// What an axis value adds to the run's variant label ("" for none).
+std::string variant_text(const SweepAxis& axis, const toml::node& value) {
+  // The process's name and the model make the problem; other process settings (sigma_min, ...) are
+  // part of the variant. Seeds are replicates of one variant (plots average them, orders fit
+  // through them all).
+  const bool problem_axis = axis.key == "process.name" || axis.key == "model" || axis.key.starts_with("model.");
+  if (problem_axis || is_convergence_axis(axis.key) || axis.key == "run.seed" || axis.key == "sampler.name" || axis.key == "likelihood.solver")
+    return "";
+  std::string text = format_value(value, axis.key);
+  if (axis.key == "sampler" || axis.key == "likelihood") {
+    // The name leads the variant anyway (make_run); keep the options.
+    const auto* t = value.as_table();
+    const auto* name = t ? t->get_as<std::string>(axis.key == "sampler" ? "name" : "solver") : nullptr;
+    if (name && text.starts_with(name->get())) text = text.substr(name->get().size());
+    if (!text.empty() && text.front() == ' ') text.erase(0, 1);
+  } else if (!value.is_table() && !axis.key.ends_with(".schedule") && !axis.key.ends_with(".final_step")) {
+    text = fmt::format("{}={}", axis.key.substr(axis.key.rfind('.') + 1), text);
+  }
+  return text;
+}
+
+// The run for one choice of every factor's value.
+RunSpec make_run(const SweepPlan& plan, const toml::table& base, const SourceLines& base_lines, const Factors& factors,
+                 const std::vector<std::size_t>& choice) {
+  auto resolved = std::make_shared<toml::table>(base);
+  auto lines = std::make_shared<SourceLines>(base_lines);
+  // Shallower keys first: a table axis ("likelihood") before the axes under it ("likelihood.time").
+  std::vector<std::pair<const SweepAxis*, std::size_t>> settings;
+  for (std::size_t k = 0; k < factors.size(); ++k)
+    for (const SweepAxis* axis : factors[k]) settings.emplace_back(axis, choice[k]);
+  std::stable_sort(settings.begin(), settings.end(), [](const auto& a, const auto& b) {
+    return std::count(a.first->key.begin(), a.first->key.end(), '.') < std::count(b.first->key.begin(), b.first->key.end(), '.');
+  });
+  std::vector<std::string> variant;
+  for (const auto& [axis, chosen] : settings) {
+    const toml::node& value = *axis->values[chosen];
+    assign(*resolved, axis->key, value, *lines, plan.file, axis->line);
+    if (std::string text = variant_text(*axis, value); !text.empty()) variant.push_back(std::move(text));
+  }
+  RunSpec run;
+  run.index = static_cast<Index>(plan.runs.size());
+  const bool likelihood = string_at(*resolved, "run.task", "sample") == "likelihood";
+  run.variant = likelihood ? string_at(*resolved, "likelihood.solver", "dopri5") : string_at(*resolved, "sampler.name", "?");
+  for (auto& v : variant) run.variant += " " + v;
+  run.problem = problem_label(*resolved);
+  std::ostringstream canonical;
+  canonical << toml::toml_formatter(*resolved, toml::format_flags::none);
+  run.canonical = canonical.str();
+  run.id = content_id(run.canonical);
+  run.config = std::move(resolved);
+  run.lines = std::move(lines);
+  return run;
+}
+
+}  // namespace
+
+SweepPlan plan_sweep(const Config& config) {
+  SweepPlan plan;
+  plan.file = config.name();
+  plan.text = config.text();
+  const int blocks = read_sweep_table(config, plan);
+  check_axes(plan);
+  const std::vector<Factors> factors_of = block_factors(plan, blocks);
   toml::table base = config.table();
   base.erase("sweep");
   SourceLines base_lines;
   record_lines(config.table(), "", base_lines);  // the copy `base` has no source regions
   std::map<std::string, Index> ids;
-  for (int b = 0; b < blocks; ++b) {
-  const auto& factors = block_factors[b];
-  std::size_t count = 1;
-  for (const auto& f : factors) count *= f.front()->values.size();
-  std::vector<std::size_t> choice(factors.size(), 0);
-  for (std::size_t n = 0; n < count; ++n) {
-    // Mixed-radix count, the last factor fastest.
-    for (std::size_t k = factors.size(), rest = n; k-- > 0;) {
-      choice[k] = rest % factors[k].front()->values.size();
-      rest /= factors[k].front()->values.size();
-    }
-    auto resolved = std::make_shared<toml::table>(base);
-    auto lines = std::make_shared<SourceLines>(base_lines);
-    std::vector<std::string> variant;
-    // Shallower keys first: a table axis ("likelihood") before the axes under it ("likelihood.time").
-    std::vector<std::pair<const SweepAxis*, std::size_t>> settings;
-    for (std::size_t k = 0; k < factors.size(); ++k)
-      for (const SweepAxis* axis : factors[k]) settings.emplace_back(axis, choice[k]);
-    std::stable_sort(settings.begin(), settings.end(), [](const auto& a, const auto& b) {
-      return std::count(a.first->key.begin(), a.first->key.end(), '.') < std::count(b.first->key.begin(), b.first->key.end(), '.');
-    });
-    for (const auto& [axis, chosen] : settings) {
-      {
-        const toml::node& value = *axis->values[chosen];
-        assign(*resolved, axis->key, value, *lines, plan.file, axis->line);
-        // The process's name and the model make the problem; other process settings (sigma_min, ...)
-        // are part of the variant.
-        const bool problem_axis = axis->key == "process.name" || axis->key == "model" || axis->key.starts_with("model.");
-        // Seeds are replicates of one variant (plots average them, orders fit through them all).
-        if (problem_axis || is_convergence_axis(axis->key) || axis->key == "run.seed" || axis->key == "sampler.name" || axis->key == "likelihood.solver") continue;
-        std::string text = format_value(value, axis->key);
-        if (axis->key == "sampler" || axis->key == "likelihood") {
-          // The name leads the variant anyway (below); keep the options.
-          const auto* t = value.as_table();
-          const auto* name = t ? t->get_as<std::string>(axis->key == "sampler" ? "name" : "solver") : nullptr;
-          if (name && text.starts_with(name->get())) text = text.substr(name->get().size());
-          if (!text.empty() && text.front() == ' ') text.erase(0, 1);
-        } else if (!value.is_table() && !axis->key.ends_with(".schedule") && !axis->key.ends_with(".final_step")) {
-          text = fmt::format("{}={}", axis->key.substr(axis->key.rfind('.') + 1), text);
-        }
-        if (!text.empty()) variant.push_back(std::move(text));
+  for (const Factors& factors : factors_of) {
+    std::size_t count = 1;
+    for (const auto& f : factors) count *= f.front()->values.size();
+    std::vector<std::size_t> choice(factors.size(), 0);
+    for (std::size_t n = 0; n < count; ++n) {
+      // Mixed-radix count, the last factor fastest.
+      for (std::size_t k = factors.size(), rest = n; k-- > 0;) {
+        choice[k] = rest % factors[k].front()->values.size();
+        rest /= factors[k].front()->values.size();
       }
+      RunSpec run = make_run(plan, base, base_lines, factors, choice);
+      if (auto [it, fresh] = ids.emplace(run.id, run.index); !fresh)
+        throw ConfigError(fmt::format("{}: runs {} and {} of the sweep resolve to the same config (a repeated axis value?)", plan.file,
+                                      it->second, run.index));
+      plan.runs.push_back(std::move(run));
     }
-    RunSpec run;
-    run.index = static_cast<Index>(plan.runs.size());
-    const bool likelihood = string_at(*resolved, "run.task", "sample") == "likelihood";
-    std::string lead = likelihood ? string_at(*resolved, "likelihood.solver", "dopri5") : string_at(*resolved, "sampler.name", "?");
-    for (auto& v : variant) lead += " " + v;
-    run.variant = lead;
-    run.problem = problem_label(*resolved);
-    std::ostringstream canonical;
-    canonical << toml::toml_formatter(*resolved, toml::format_flags::none);
-    run.canonical = canonical.str();
-    run.id = content_id(run.canonical);
-    if (auto [it, fresh] = ids.emplace(run.id, run.index); !fresh)
-      throw ConfigError(fmt::format("{}: runs {} and {} of the sweep resolve to the same config (a repeated axis value?)", plan.file,
-                                    it->second, run.index));
-    run.config = std::move(resolved);
-    run.lines = std::move(lines);
-    plan.runs.push_back(std::move(run));
-  }
   }
   return plan;
 }

@@ -95,48 +95,27 @@ void SweepStore::save(const RunSpec& run, const RunOutcome& outcome) const {
   replace_atomically(temporary, target);
 }
 
-void SweepStore::assemble(const SweepPlan& plan, const Provenance& provenance, bool complete) const {
-  const auto temporary = std::filesystem::path(output_.string() + ".tmp");
-  std::optional<Hdf5File> previous;
-  if (std::filesystem::exists(output_)) previous.emplace(output_, Hdf5File::Mode::read);
-  {
-    Hdf5File out(temporary, Hdf5File::Mode::create);
-    write_provenance(out, provenance);
-    out.write_attribute("/", "schema", "diffode-sweep/1");
-    out.write_attribute("/", "name", plan.name);
-    out.write_attribute("/", "config", plan.text);
-    out.write_attribute("/", "finished", complete ? "true" : "false");
-    out.create_group("runs");
+namespace {
 
-    std::map<std::string, std::vector<std::string>> text;
-    std::vector<std::int64_t> index, steps, seed, stochastic;
-    std::vector<std::vector<double>> metrics(kRunMetrics.size());
-    for (const RunSpec& run : plan.runs) {
-      const std::string group = "runs/" + run.id;
-      const auto part_path = parts_folder() / part_name(run.id);
-      if (std::filesystem::exists(part_path)) {
-        const Hdf5File part(part_path, Hdf5File::Mode::read);
-        out.copy_from(part, "run", group);
-        const std::string mixture = "mixtures/" + run.problem;
-        if (part.has("mixture") && !out.has(mixture)) out.copy_from(part, "mixture", mixture);
-      } else if (previous && previous->has(group)) {
-        out.copy_from(*previous, group, group);
-        const std::string mixture = "mixtures/" + run.problem;
-        if (previous->has(mixture) && !out.has(mixture)) out.copy_from(*previous, mixture, mixture);
-      } else {
-        continue;  // not run yet
-      }
-      for (const auto& column : kTextColumns) text[column.name].push_back(out.read_string_attribute(group, column.name));
-      index.push_back(run.index);
-      steps.push_back(static_cast<std::int64_t>(out.read_double_attribute(group, "steps")));
-      seed.push_back(static_cast<std::int64_t>(out.read_double_attribute(group, "seed")));
-      stochastic.push_back(static_cast<std::int64_t>(out.read_double_attribute(group, "stochastic")));
-      // A metric added after a run was stored reads as not computed.
-      for (std::size_t i = 0; i < kRunMetrics.size(); ++i)
-        metrics[i].push_back(out.has_attribute(group, kRunMetrics[i]) ? out.read_double_attribute(group, kRunMetrics[i])
-                                                                      : std::numeric_limits<double>::quiet_NaN());
-    }
+// The summary table's columns, one entry per finished run in the sweep's order.
+struct SummaryColumns {
+  std::map<std::string, std::vector<std::string>> text;
+  std::vector<std::int64_t> index, steps, seed, stochastic;
+  std::vector<std::vector<double>> metrics = std::vector<std::vector<double>>(kRunMetrics.size());
 
+  void add(const Hdf5File& out, const std::string& group, Index run_index) {
+    for (const auto& column : kTextColumns) text[column.name].push_back(out.read_string_attribute(group, column.name));
+    index.push_back(run_index);
+    steps.push_back(static_cast<std::int64_t>(out.read_double_attribute(group, "steps")));
+    seed.push_back(static_cast<std::int64_t>(out.read_double_attribute(group, "seed")));
+    stochastic.push_back(static_cast<std::int64_t>(out.read_double_attribute(group, "stochastic")));
+    // A metric added after a run was stored reads as not computed.
+    for (std::size_t i = 0; i < kRunMetrics.size(); ++i)
+      metrics[i].push_back(out.has_attribute(group, kRunMetrics[i]) ? out.read_double_attribute(group, kRunMetrics[i])
+                                                                    : std::numeric_limits<double>::quiet_NaN());
+  }
+
+  void write(Hdf5File& out) {
     std::vector<TableColumn> columns;
     columns.push_back({"index", index});
     for (const auto& column : kTextColumns) {
@@ -149,51 +128,87 @@ void SweepStore::assemble(const SweepPlan& plan, const Provenance& provenance, b
     }
     for (std::size_t i = 0; i < kRunMetrics.size(); ++i) columns.push_back({kRunMetrics[i], metrics[i]});
     out.write_table("summary", columns);
+  }
+};
 
-    // Orders along the steps axis: per (problem, variant), error against NFE over the finished runs.
-    struct Series {
-      std::vector<double> nfe, error;
-    };
-    std::map<std::tuple<std::string, std::string, std::string>, Series> series;
-    std::vector<std::tuple<std::string, std::string, std::string>> order;  // first appearance
-    const auto& problems = text["problem"];
-    const auto& variants = text["variant"];
-    const auto& statuses = text["status"];
-    for (std::size_t r = 0; r < index.size(); ++r) {
-      if (statuses[r] != "ok") continue;
-      for (const char* metric : {"error_rms", "error_median", "strong_error", "strong_error_median", "ll_error"}) {
-        std::size_t m = 0;
-        while (std::string_view(kRunMetrics[m]) != metric) ++m;
-        if (!std::isfinite(metrics[m][r])) continue;
-        const auto key = std::make_tuple(problems[r], variants[r], std::string(metric));
-        auto [it, fresh] = series.try_emplace(key);
-        if (fresh) order.push_back(key);
-        it->second.nfe.push_back(metrics[0][r]);
-        it->second.error.push_back(metrics[m][r]);
+// Orders along the steps axis: per (problem, variant, metric), error against NFE over the finished
+// ok runs, written as the /orders table.
+void write_orders(Hdf5File& out, SummaryColumns& c) {
+  struct Series {
+    std::vector<double> nfe, error;
+  };
+  using Key = std::tuple<std::string, std::string, std::string>;
+  std::map<Key, Series> series;
+  std::vector<Key> order;  // first appearance
+  for (std::size_t r = 0; r < c.index.size(); ++r) {
+    if (c.text["status"][r] != "ok") continue;
+    for (const char* metric : {"error_rms", "error_median", "strong_error", "strong_error_median", "ll_error"}) {
+      std::size_t m = 0;
+      while (std::string_view(kRunMetrics[m]) != metric) ++m;
+      if (!std::isfinite(c.metrics[m][r])) continue;
+      const Key key = std::make_tuple(c.text["problem"][r], c.text["variant"][r], std::string(metric));
+      auto [it, fresh] = series.try_emplace(key);
+      if (fresh) order.push_back(key);
+      it->second.nfe.push_back(c.metrics[0][r]);
+      it->second.error.push_back(c.metrics[m][r]);
+    }
+  }
+  std::vector<std::string> problem, variant, metric;
+  std::vector<double> value, nfe_min, nfe_max;
+  std::vector<std::int64_t> points;
+  for (const auto& key : order) {
+    const Series& s = series[key];
+    if (s.nfe.size() < 2) continue;
+    const OrderFit fit = fit_order(s.nfe, s.error);
+    problem.push_back(std::get<0>(key));
+    variant.push_back(std::get<1>(key));
+    metric.push_back(std::get<2>(key));
+    value.push_back(fit.order);
+    points.push_back(fit.points);
+    nfe_min.push_back(*std::min_element(s.nfe.begin(), s.nfe.end()));
+    nfe_max.push_back(*std::max_element(s.nfe.begin(), s.nfe.end()));
+  }
+  out.write_table("orders", {{"problem", problem, 32},
+                             {"variant", variant, 96},
+                             {"metric", metric, 24},
+                             {"order", value},
+                             {"points", points},
+                             {"nfe_min", nfe_min},
+                             {"nfe_max", nfe_max}});
+}
+
+}  // namespace
+
+void SweepStore::assemble(const SweepPlan& plan, const Provenance& provenance, bool complete) const {
+  const auto temporary = std::filesystem::path(output_.string() + ".tmp");
+  std::optional<Hdf5File> previous;
+  if (std::filesystem::exists(output_)) previous.emplace(output_, Hdf5File::Mode::read);
+  {
+    Hdf5File out(temporary, Hdf5File::Mode::create);
+    write_provenance(out, provenance);
+    out.write_attribute("/", "schema", "diffode-sweep/1");
+    out.write_attribute("/", "name", plan.name);
+    out.write_attribute("/", "config", plan.text);
+    out.write_attribute("/", "finished", complete ? "true" : "false");
+    out.create_group("runs");
+    SummaryColumns columns;
+    for (const RunSpec& run : plan.runs) {
+      const std::string group = "runs/" + run.id, mixture = "mixtures/" + run.problem;
+      const auto part_path = parts_folder() / part_name(run.id);
+      if (std::filesystem::exists(part_path)) {
+        const Hdf5File part(part_path, Hdf5File::Mode::read);
+        out.copy_from(part, "run", group);
+        if (part.has("mixture") && !out.has(mixture)) out.copy_from(part, "mixture", mixture);
+      } else if (previous && previous->has(group)) {
+        out.copy_from(*previous, group, group);
+        if (previous->has(mixture) && !out.has(mixture)) out.copy_from(*previous, mixture, mixture);
+      } else {
+        continue;  // not run yet
       }
+      columns.add(out, group, run.index);
     }
-    std::vector<std::string> order_problem, order_variant, order_metric;
-    std::vector<double> order_value, nfe_min, nfe_max;
-    std::vector<std::int64_t> points;
-    for (const auto& key : order) {
-      const Series& s = series[key];
-      if (s.nfe.size() < 2) continue;
-      const OrderFit fit = fit_order(s.nfe, s.error);
-      order_problem.push_back(std::get<0>(key));
-      order_variant.push_back(std::get<1>(key));
-      order_metric.push_back(std::get<2>(key));
-      order_value.push_back(fit.order);
-      points.push_back(fit.points);
-      nfe_min.push_back(*std::min_element(s.nfe.begin(), s.nfe.end()));
-      nfe_max.push_back(*std::max_element(s.nfe.begin(), s.nfe.end()));
-    }
-    out.write_table("orders", {{"problem", order_problem, 32},
-                               {"variant", order_variant, 96},
-                               {"metric", order_metric, 24},
-                               {"order", order_value},
-                               {"points", points},
-                               {"nfe_min", nfe_min},
-                               {"nfe_max", nfe_max}});
+    columns.write(out);
+    write_orders(out, columns);
   }
   previous.reset();
   replace_atomically(temporary, output_);

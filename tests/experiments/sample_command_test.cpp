@@ -100,6 +100,35 @@ TEST_F(SampleCommand, BadConfigsExitTwoAndWriteNothing) {
   EXPECT_FALSE(fs::exists(out));
 }
 
+TEST_F(SampleCommand, ResultsDoNotDependOnTheThreadCount) {
+  // A stochastic sampler over blocks of 8 rows: each block's noise is keyed by its global rows.
+  for (const char* sampler : {"euler_ancestral", "dpmpp_2m", "pc"}) {
+    SCOPED_TRACE(sampler);
+    std::string config = base_config((dir_ / "one.h5").string(), "block_rows = 8\nsave_trajectory = true");
+    config.replace(config.find("name = \"euler\""), 14, fmt::format("name = \"{}\"", sampler));
+    ASSERT_EQ(run_sample_command(write_config("one.toml", config), provenance_, 1), 0);
+    config.replace(config.find("one.h5"), 6, "two.h5");
+    ASSERT_EQ(run_sample_command(write_config("two.toml", config), provenance_, 3), 0);
+    const Hdf5File one(dir_ / "one.h5", Hdf5File::Mode::read), two(dir_ / "two.h5", Hdf5File::Mode::read);
+    EXPECT_TRUE((one.read_matrix("samples") == two.read_matrix("samples")).all());
+    EXPECT_TRUE((one.read_matrix("trajectory/step_0006") == two.read_matrix("trajectory/step_0006")).all());
+    EXPECT_EQ(one.read_double_attribute("/", "nfe"), two.read_double_attribute("/", "nfe"));
+  }
+}
+
+TEST_F(SampleCommand, AnUnwritableOutputIsRefusedBeforeAnyWork) {
+  write_config("file", "not a folder");
+  for (const std::string output : {(dir_ / "file" / "out.h5").string(), dir_.string(), std::string("")}) {
+    EXPECT_EQ(run_sample_command(write_config("bad.toml", base_config(output)), provenance_), 2) << output;
+  }
+  // The folder of a new output is created; no temporary file is left beside the result.
+  const fs::path nested = dir_ / "new" / "folder" / "out.h5";
+  ASSERT_EQ(run_sample_command(write_config("nested.toml", base_config(nested.string())), provenance_), 0);
+  std::size_t files = 0;
+  for (const auto& entry : fs::directory_iterator(nested.parent_path())) files += entry.is_regular_file() ? 1 : 0;
+  EXPECT_EQ(files, 1u);
+}
+
 TEST_F(SampleCommand, EverySamplerRunsFromAConfig) {
   for (const auto& entry : sampler_registry()) {
     const fs::path out = dir_ / (entry.name + ".h5");
