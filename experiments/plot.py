@@ -402,7 +402,8 @@ def best_near_target(sweep, rows, metric, floor=None):
     return sorted(table)
 
 
-def markdown(sweep, md_dir, written, top=10):
+def markdown(sweep, md_dir, written, top=None):
+    """The summary tables, every variant in full (top=N keeps the N best of each)."""
     lines = [f"# Sweep {sweep.attrs.get('name', os.path.basename(sweep.path))}", ""]
     for key in ("commit", "start_time", "finished"):
         if key in sweep.attrs:

@@ -143,6 +143,158 @@ PerSample initial_step_sizes(const Problem& problem, const State& x0, double t0,
 
 }  // namespace detail
 
+namespace detail {
+
+// The per-sample PI controller of integrate_adaptive: each sample's time, step and error history,
+// and what the last attempt did to it (Hairer, Norsett & Wanner I, II.4, dopri5's controller with
+// Gustafsson's PI term).
+class PerSampleController {
+ public:
+  PerSample t, h, h_try;  // each sample's time, next step, and the step of the current attempt
+  HostMask active, taken;  // still integrating; took its step in the current attempt
+
+  PerSampleController(Index n, double t0, double t1, int q, const AdaptiveOptions& options, AdaptiveStats& stats)
+      : t(PerSample::Constant(n, t0)), h(n), h_try(PerSample::Zero(n)), active(HostMask::Constant(n, true)),
+        taken(HostMask::Constant(n, false)), n_(n), q_(q), t1_(t1), direction_(t1 > t0 ? 1.0 : -1.0),
+        alpha_(1.0 / q - 0.75 * options.beta), options_(options), stats_(stats), previous_error_(PerSample::Constant(n, 1e-4)),
+        to_end_(HostMask::Constant(n, false)), just_rejected_(HostMask::Constant(n, false)),
+        last_not_finite_(HostMask::Constant(n, false)), attempts_(n, 0) {
+    stats.accepted.assign(n, 0);
+    stats.rejected_per_sample.assign(n, 0);
+    stats.t_reached.assign(n, t0);
+    stats.failures.assign(n, {});
+  }
+
+  void fail(Index i, const std::string& why) {
+    active[i] = false;
+    stats_.failures[i] = fmt::format("sample {}: {} after {} accepted steps at t = {}", i, why, stats_.accepted[i], t[i]);
+    if (!stats_.failed) {
+      stats_.failed = true;
+      stats_.failure = stats_.failures[i];
+      stats_.failed_step = stats_.accepted[i];
+      stats_.failed_time = t[i];
+    }
+  }
+
+  // The first step: given, or each sample's own guess (with the batch norm, the most cautious one).
+  template <class Problem, class State>
+  void initial_steps(const Problem& problem, const State& x, double t0) {
+    if (options_.initial_step > 0) {
+      h.setConstant(direction_ * std::min({options_.initial_step, std::abs(t1_ - t0), options_.max_step}));
+      return;
+    }
+    h = initial_step_sizes(problem, x, t0, t1_, q_, options_);
+    if (options_.norm != ErrorNorm::batch) return;
+    double smallest = std::abs(t1_ - t0);
+    for (Index i = 0; i < n_; ++i)
+      if (active[i] && std::isfinite(h[i])) smallest = std::min(smallest, std::abs(h[i]));
+    h.setConstant(direction_ * smallest);
+  }
+
+  // Each active sample steps from its own time; a step that would land within 1% of t1 past it is
+  // cut to end exactly there (dopri5's rule), so no sliver of a step is left.
+  void plan_attempt() {
+    for (Index i = 0; i < n_; ++i) {
+      if (!active[i]) {
+        h_try[i] = 0;
+        continue;
+      }
+      to_end_[i] = direction_ * (t[i] + 1.01 * h[i] - t1_) >= 0;
+      h_try[i] = to_end_[i] ? t1_ - t[i] : h[i];
+    }
+  }
+
+  // Accepts or rejects each active sample's attempt by its error ratio (non-finite: rejected), and
+  // proposes its next step.
+  void decide(PerSample ratio, const HostMask& finite) {
+    for (Index i = 0; i < n_; ++i)
+      if (!finite[i] || !std::isfinite(ratio[i])) ratio[i] = std::numeric_limits<double>::infinity();
+    if (options_.norm == ErrorNorm::batch) {
+      double largest = 0;
+      for (Index i = 0; i < n_; ++i)
+        if (active[i]) largest = std::max(largest, ratio[i]);
+      ratio.setConstant(largest);
+    }
+    for (Index i = 0; i < n_; ++i) {
+      taken[i] = false;
+      if (!active[i]) continue;
+      ++attempts_[i];
+      last_not_finite_[i] = !std::isfinite(ratio[i]);
+      h[i] = h_try[i] * (ratio[i] <= 1.0 ? accept(i, ratio[i]) : reject(i, ratio[i]));
+      if (std::abs(h[i]) > options_.max_step) h[i] = direction_ * options_.max_step;
+    }
+  }
+
+  // Samples whose step size underflowed or that ran out of attempts fail.
+  void check_progress() {
+    const double eps = std::numeric_limits<double>::epsilon();
+    for (Index i = 0; i < n_; ++i) {
+      if (!active[i]) continue;
+      if (!(std::abs(h[i]) > 10 * eps * std::abs(t[i])) || h[i] == 0)
+        fail(i, last_not_finite_[i] ? fmt::format("non-finite value (NaN or Inf) at every step size down to {:.3g} "
+                                                  "(step size underflow)", std::abs(h[i]))
+                                    : fmt::format("step size underflow (|h| = {:.3g})", std::abs(h[i])));
+      else if (attempts_[i] >= options_.max_steps)
+        fail(i, fmt::format("maximum number of steps ({}) exceeded", options_.max_steps));
+    }
+  }
+
+  // What the observer is told: the least advanced sample's time and step, the most accepted steps.
+  Index behind() const {
+    Index b = 0;
+    for (Index i = 1; i < n_; ++i)
+      if (direction_ * (t[i] - t[b]) < 0) b = i;
+    return b;
+  }
+
+  // stats.steps: the most accepted steps of any sample.
+  void count_steps() {
+    Index most_accepted = 0;
+    for (Index i = 0; i < n_; ++i) most_accepted = std::max(most_accepted, stats_.accepted[i]);
+    stats_.steps = most_accepted;
+  }
+
+  void finish() {
+    stats_.rejected = 0;
+    for (Index i = 0; i < n_; ++i) {
+      stats_.rejected += stats_.rejected_per_sample[i];
+      stats_.t_reached[i] = t[i];
+    }
+  }
+
+ private:
+  double accept(Index i, double ratio) {
+    taken[i] = true;
+    ++stats_.accepted[i];
+    const bool reached_end = to_end_[i];
+    t[i] = reached_end ? t1_ : t[i] + h_try[i];
+    double factor = options_.safety * std::pow(std::max(ratio, 1e-300), -alpha_) * std::pow(previous_error_[i], options_.beta);
+    factor = std::clamp(factor, options_.min_factor, options_.max_factor);
+    if (just_rejected_[i]) factor = std::min(factor, 1.0);
+    previous_error_[i] = std::max(ratio, 1e-4);
+    just_rejected_[i] = false;
+    if (reached_end) active[i] = false;
+    return factor;
+  }
+
+  double reject(Index i, double ratio) {
+    ++stats_.rejected_per_sample[i];
+    just_rejected_[i] = true;
+    return std::isfinite(ratio) ? std::max(options_.min_factor, options_.safety * std::pow(ratio, -alpha_)) : options_.min_factor;
+  }
+
+  Index n_;
+  int q_;  // the error estimate's order
+  double t1_, direction_, alpha_;
+  const AdaptiveOptions& options_;
+  AdaptiveStats& stats_;
+  PerSample previous_error_;  // dopri5's facold
+  HostMask to_end_, just_rejected_, last_not_finite_;
+  std::vector<Index> attempts_;
+};
+
+}  // namespace detail
+
 // Integrates x from t0 to t1 (either direction) with the adaptive stepper (traits.adaptive; the
 // attempt/accept interface of Dopri5). `x` holds the initial batch and receives the final one.
 template <class Stepper, class Problem, class State, class Observer = NoObserver>
@@ -160,139 +312,34 @@ AdaptiveStats integrate_adaptive(Stepper& stepper, const Problem& problem, doubl
   using Ops = StateOps<State>;
   const Index n = Ops::samples(x);
   AdaptiveStats stats;
-  stats.accepted.assign(n, 0);
-  stats.rejected_per_sample.assign(n, 0);
-  stats.t_reached.assign(n, t0);
-  stats.failures.assign(n, {});
+  detail::PerSampleController control(n, t0, t1, Stepper::error_order, options, stats);
   if (t1 == t0 || n == 0) return stats;
 
   Counted<Problem> counted{problem, &stats.nfe};
-  const double direction = t1 > t0 ? 1.0 : -1.0;
-  constexpr int q = Stepper::error_order;
-  const double alpha = 1.0 / q - 0.75 * options.beta;
-  const double eps = std::numeric_limits<double>::epsilon();
-  const bool batch_norm = options.norm == ErrorNorm::batch;
-
-  PerSample t = PerSample::Constant(n, t0);
-  PerSample h_try = PerSample::Zero(n);
-  PerSample previous_error = PerSample::Constant(n, 1e-4);  // dopri5's facold
-  HostMask active = HostMask::Constant(n, true);
-  HostMask taken = HostMask::Constant(n, false);
-  HostMask to_end = HostMask::Constant(n, false);
-  HostMask just_rejected = HostMask::Constant(n, false);
-  HostMask last_not_finite = HostMask::Constant(n, false);
-  std::vector<Index> attempts(n, 0);
-
-  const auto fail = [&](Index i, const std::string& why) {
-    active[i] = false;
-    stats.failures[i] = fmt::format("sample {}: {} after {} accepted steps at t = {}", i, why, stats.accepted[i], t[i]);
-    if (!stats.failed) {
-      stats.failed = true;
-      stats.failure = stats.failures[i];
-      stats.failed_step = stats.accepted[i];
-      stats.failed_time = t[i];
-    }
-  };
-
   {
     const HostMask finite = detail::mask_to_host<State>(Ops::finite_rows(x));
     for (Index i = 0; i < n; ++i)
-      if (!finite[i]) fail(i, "non-finite value (NaN or Inf) in the initial state");
+      if (!finite[i]) control.fail(i, "non-finite value (NaN or Inf) in the initial state");
   }
-  PerSample h(n);
-  if (options.initial_step > 0) {
-    h.setConstant(direction * std::min({options.initial_step, std::abs(t1 - t0), options.max_step}));
-  } else {
-    h = detail::initial_step_sizes(counted, x, t0, t1, q, options);
-    if (batch_norm) {  // the most cautious of the healthy samples' guesses
-      double smallest = std::abs(t1 - t0);
-      for (Index i = 0; i < n; ++i)
-        if (active[i] && std::isfinite(h[i])) smallest = std::min(smallest, std::abs(h[i]));
-      h.setConstant(direction * smallest);
-    }
-  }
+  control.initial_steps(counted, x, t0);
 
   stepper.reset();
   State x_new, error;
-  while (active.any()) {
+  while (control.active.any()) {
     ++stats.iterations;
-    // Each active sample steps from its own time; a step that would land within 1% of t1 past it is
-    // cut to end exactly there (dopri5's rule), so no sliver of a step is left.
-    for (Index i = 0; i < n; ++i) {
-      if (!active[i]) {
-        h_try[i] = 0;
-        continue;
-      }
-      to_end[i] = direction * (t[i] + 1.01 * h[i] - t1) >= 0;
-      h_try[i] = to_end[i] ? t1 - t[i] : h[i];
-    }
-    stepper.attempt(counted, detail::scalars_from_host(t, x), detail::scalars_from_host(h_try, x), x, x_new, error);
-    PerSample ratio = detail::scalars_to_host<State>(Ops::error_ratio(error, x, x_new, options.rtol, options.atol));
-    const HostMask finite = detail::mask_to_host<State>(Ops::finite_rows(x_new));
-    for (Index i = 0; i < n; ++i)
-      if (!finite[i] || !std::isfinite(ratio[i])) ratio[i] = std::numeric_limits<double>::infinity();
-    if (batch_norm) {
-      double largest = 0;
-      for (Index i = 0; i < n; ++i)
-        if (active[i]) largest = std::max(largest, ratio[i]);
-      for (Index i = 0; i < n; ++i) ratio[i] = largest;
-    }
-
-    for (Index i = 0; i < n; ++i) {
-      taken[i] = false;
-      if (!active[i]) continue;
-      ++attempts[i];
-      last_not_finite[i] = !std::isfinite(ratio[i]);
-      double factor;
-      if (ratio[i] <= 1.0) {
-        taken[i] = true;
-        ++stats.accepted[i];
-        const bool reached_end = to_end[i];
-        t[i] = reached_end ? t1 : t[i] + h_try[i];
-        factor = options.safety * std::pow(std::max(ratio[i], 1e-300), -alpha) * std::pow(previous_error[i], options.beta);
-        factor = std::clamp(factor, options.min_factor, options.max_factor);
-        if (just_rejected[i]) factor = std::min(factor, 1.0);
-        previous_error[i] = std::max(ratio[i], 1e-4);
-        just_rejected[i] = false;
-        if (reached_end) active[i] = false;
-      } else {
-        ++stats.rejected_per_sample[i];
-        factor = std::isfinite(ratio[i])
-                     ? std::max(options.min_factor, options.safety * std::pow(ratio[i], -alpha))
-                     : options.min_factor;
-        just_rejected[i] = true;
-      }
-      h[i] = h_try[i] * factor;
-      if (std::abs(h[i]) > options.max_step) h[i] = direction * options.max_step;
-    }
-
-    Ops::select_rows(x, detail::mask_from_host(taken, x), x_new);
-    stepper.accept(detail::mask_from_host(taken, x));
-
-    for (Index i = 0; i < n; ++i) {
-      if (!active[i]) continue;
-      if (!(std::abs(h[i]) > 10 * eps * std::abs(t[i])) || h[i] == 0)
-        fail(i, last_not_finite[i] ? fmt::format("non-finite value (NaN or Inf) at every step size down to {:.3g} "
-                                                 "(step size underflow)", std::abs(h[i]))
-                                   : fmt::format("step size underflow (|h| = {:.3g})", std::abs(h[i])));
-      else if (attempts[i] >= options.max_steps)
-        fail(i, fmt::format("maximum number of steps ({}) exceeded", options.max_steps));
-    }
-
-    Index behind = 0;
-    for (Index i = 1; i < n; ++i)
-      if (direction * (t[i] - t[behind]) < 0) behind = i;
-    Index most_accepted = 0;
-    for (Index i = 0; i < n; ++i) most_accepted = std::max(most_accepted, stats.accepted[i]);
-    stats.steps = most_accepted;
-    observer(AdaptiveStepInfo{{stats.iterations, t[behind], h_try[behind], stats.nfe}, t, h_try, taken}, x);
+    control.plan_attempt();
+    stepper.attempt(counted, detail::scalars_from_host(control.t, x), detail::scalars_from_host(control.h_try, x), x, x_new, error);
+    control.decide(detail::scalars_to_host<State>(Ops::error_ratio(error, x, x_new, options.rtol, options.atol)),
+                   detail::mask_to_host<State>(Ops::finite_rows(x_new)));
+    Ops::select_rows(x, detail::mask_from_host(control.taken, x), x_new);
+    stepper.accept(detail::mask_from_host(control.taken, x));
+    control.check_progress();
+    control.count_steps();
+    const Index behind = control.behind();
+    observer(AdaptiveStepInfo{{stats.iterations, control.t[behind], control.h_try[behind], stats.nfe}, control.t, control.h_try, control.taken},
+             x);
   }
-
-  stats.rejected = 0;
-  for (Index i = 0; i < n; ++i) {
-    stats.rejected += stats.rejected_per_sample[i];
-    stats.t_reached[i] = t[i];
-  }
+  control.finish();
   return stats;
 }
 

@@ -41,7 +41,8 @@ int main(int argc, char** argv) {
 
   auto* sweep = app.add_subcommand("sweep", "Run a sweep of runs from a TOML config into one crash-safe, resumable HDF5 file");
   std::string sweep_config, sweep_output;
-  diffode::SweepOptions sweep_options{.threads = cores()};
+  diffode::SweepOptions sweep_options;
+  sweep_options.threads = cores();
   sweep->add_option("config", sweep_config, "The sweep's TOML config")->required();
   sweep->add_option("--threads", sweep_options.threads, "Threads per run (results do not depend on it); under mpirun, per rank")
       ->capture_default_str()

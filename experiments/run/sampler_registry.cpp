@@ -14,6 +14,7 @@ const std::vector<SamplerEntry>& sampler_registry() {
     samplers::add_exponential_family(r);
     samplers::add_score_sde_family(r);
     samplers::add_generic_family(r);
+    samplers::add_odeint_family(r);
     for (auto& e : r) e.options.help = e.summary;
     return r;
   }();

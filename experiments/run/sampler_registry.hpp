@@ -56,8 +56,8 @@ using SamplerRunner = std::function<IntegrationStats(const SamplerContext& conte
 
 // A sampler with its options read.
 struct ConfiguredSampler {
-  std::string name;
-  SamplerRunner run;
+  std::string name{};
+  SamplerRunner run{};
   bool stochastic = false;     // draws noise (its results then depend on the seed)
   bool steps_to_zero = true;   // takes a final step to sigma~ = 0 itself (else run_sampling denoises)
   bool batch_coupled = false;  // a sample's result depends on the others of its block (batch-wide
@@ -66,7 +66,7 @@ struct ConfiguredSampler {
 };
 
 struct SamplerEntry {
-  std::string name;
+  std::string name{};
   std::string family;
   std::string summary;  // one line, with the paper
   TableSchema options;  // the [sampler] table's keys besides `name`

@@ -16,7 +16,8 @@ using Registry = std::vector<SamplerEntry>;
 void add_karras_family(Registry& r);       // euler, heun, dpm_2, ancestral variants, lms
 void add_exponential_family(Registry& r);  // ddim, ddpm, dpm_solver (+ fast, adaptive), dpmpp_*, unipc, ipndm
 void add_score_sde_family(Registry& r);    // predictor-corrector, annealed Langevin dynamics
-void add_generic_family(Registry& r);      // ODE steppers on the PF-ODE, SDE steppers on the reverse SDE, Odeint
+void add_generic_family(Registry& r);      // ODE steppers on the PF-ODE, SDE steppers on the reverse SDE
+void add_odeint_family(Registry& r);       // Boost.Odeint on the PF-ODE
 
 // Karras et al.'s churn (s_churn, s_tmin, s_tmax, s_noise) and the ancestral split (eta, s_noise).
 std::vector<KeySpec> churn_keys();
