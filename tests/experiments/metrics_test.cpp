@@ -175,7 +175,8 @@ TEST_P(EnergyOnMixtures, UnbiasedForOneLawAndLargeForAMissingMode) {
   EXPECT_GT(energy_distance(missing, exact), 2.0 * null_max);
 }
 
-INSTANTIATE_TEST_SUITE_P(RingAndRandom16, EnergyOnMixtures, ::testing::Values(0, 1));
+INSTANTIATE_TEST_SUITE_P(RingAndRandom16, EnergyOnMixtures, ::testing::Values(0, 1),
+                         [](const auto& info) { return std::string(info.param == 0 ? "ring2d" : "random16"); });
 
 TEST(ExactLawFloors, CovarianceFloorIsTheRmsOfReplicatedErrors) {
   // The analytic sqrt(E||S - C||_F^2) against the mean squared error of many independent draws of
@@ -271,7 +272,8 @@ TEST_P(CompareToExact, ExactDrawsScoreNearTheFloorsAndAMissingModeDoesNot) {
   EXPECT_THROW(compare_to_exact(GaussianMixture::random_isotropic(3, 2, 1), law, missing), std::invalid_argument);
 }
 
-INSTANTIATE_TEST_SUITE_P(RingAndRandom16, CompareToExact, ::testing::Values(0, 1));
+INSTANTIATE_TEST_SUITE_P(RingAndRandom16, CompareToExact, ::testing::Values(0, 1),
+                         [](const auto& info) { return std::string(info.param == 0 ? "ring2d" : "random16"); });
 
 TEST(FitOrder, RecoversThePowerLawAndSkipsUnusablePoints) {
   const std::vector<double> nfe = {10, 20, 40, 80, 160};

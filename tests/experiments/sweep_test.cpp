@@ -268,14 +268,14 @@ TEST_F(SweepTest, AnInterruptedSweepResumesToTheSameResults) {
 }
 
 #ifdef DIFFODE_BINARY
-// The binary as a child process, for SIGKILL and mpirun.
-pid_t spawn(const std::vector<std::string>& args) {
+// The binary as a child process, for SIGKILL and mpirun; its standard output goes to `output`.
+pid_t spawn(const std::vector<std::string>& args, const fs::path& output = "/dev/null") {
   std::vector<char*> argv;
   for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, 1, output.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   pid_t pid = -1;
   EXPECT_EQ(posix_spawnp(&pid, argv[0], &actions, nullptr, argv.data(), environ), 0) << args[0];
   posix_spawn_file_actions_destroy(&actions);
@@ -288,47 +288,106 @@ int wait_for(pid_t pid) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
-// SIGKILL at arbitrary moments (during runs, during an assembly) leaves a readable file or none, and
-// the same command then completes the sweep to the uninterrupted results.
-TEST_F(SweepTest, SurvivesSigkillAtAnyMoment) {
-  const fs::path path = write_config("small.toml", config(kSmall));
-  ASSERT_EQ(wait_for(spawn({DIFFODE_BINARY, "sweep", path.string(), "--threads", "1", "--output", (dir_ / "whole.h5").string()})), 0);
-  std::mt19937 random(7);
-  for (int attempt = 0; attempt < 6; ++attempt) {
-    const pid_t pid = spawn({DIFFODE_BINARY, "sweep", path.string(), "--threads", "1"});
-    std::this_thread::sleep_for(std::chrono::microseconds(std::uniform_int_distribution<int>(2000, 300000)(random)));
-    kill(pid, SIGKILL);
-    wait_for(pid);
-    if (fs::exists(dir_ / "out.h5")) {
-      const Hdf5File f(dir_ / "out.h5", Hdf5File::Mode::read);  // throws if torn
-      EXPECT_TRUE(f.has("summary"));
-    }
-  }
-  ASSERT_EQ(wait_for(spawn({DIFFODE_BINARY, "sweep", path.string(), "--threads", "1"})), 0);
-  expect_same_runs(dir_ / "whole.h5", dir_ / "out.h5");
+// The runs saved as parts so far: the whole <id>.h5 files, not the temporaries being written.
+std::size_t count_parts(const fs::path& parts) {
+  std::size_t n = 0;
+  if (fs::exists(parts))
+    for (const auto& entry : fs::directory_iterator(parts)) n += entry.path().extension() == ".h5" ? 1 : 0;
+  return n;
 }
 
+// SIGKILL at arbitrary moments after a run has finished (during a later run, while a part or the
+// sweep's file is written) leaves every stored run whole and readable, each attempt keeps at least
+// the run it saw finish, and the same command then completes the sweep to the uninterrupted results.
+TEST_F(SweepTest, SurvivesSigkillAtAnyMoment) {
+  // 256 samples: runs of some 15 ms, so that a kill soon after the first one lands mid-sweep.
+  std::string heavier = kSmall;
+  heavier.replace(heavier.find("samples = 64"), 12, "samples = 256");
+  const fs::path path = write_config("small.toml", config(heavier));
+  ASSERT_EQ(wait_for(spawn({DIFFODE_BINARY, "sweep", path.string(), "--threads", "1", "--output", (dir_ / "whole.h5").string()})), 0);
+  const fs::path parts = dir_ / "out.h5.parts", out = dir_ / "out.h5";
+  // Opens every part and the sweep's file (Hdf5File throws on a torn file), checks each holds whole
+  // runs, and returns the ids stored in either.
+  auto stored_runs = [&] {
+    std::set<std::string> ids;
+    if (fs::exists(parts))
+      for (const auto& entry : fs::directory_iterator(parts)) {
+        if (entry.path().extension() != ".h5") continue;
+        const Hdf5File part(entry.path(), Hdf5File::Mode::read);
+        EXPECT_EQ(part.read_string_attribute("run", "status"), "ok") << entry.path();
+        EXPECT_EQ(part.read_matrix("run/samples").rows(), 256) << entry.path();
+        ids.insert(entry.path().stem().string());
+      }
+    if (fs::exists(out)) {
+      const Hdf5File f(out, Hdf5File::Mode::read);
+      EXPECT_TRUE(f.has("summary"));
+      for (const auto& id : f.members("runs")) {
+        EXPECT_EQ(f.read_string_attribute("runs/" + id, "status"), "ok") << id;
+        EXPECT_EQ(f.read_matrix("runs/" + id + "/samples").rows(), 256) << id;
+        ids.insert(id);
+      }
+    }
+    return ids;
+  };
+  std::mt19937 random(7);
+  int killed = 0;
+  for (int attempt = 0; attempt < 4; ++attempt) {
+    const std::size_t before = stored_runs().size(), parts_before = count_parts(parts);
+    const pid_t pid = spawn({DIFFODE_BINARY, "sweep", path.string(), "--threads", "1"});
+    // Until a run of this attempt is saved (or the sweep ends by itself), then a random moment more.
+    int status = 0;
+    bool exited = false;
+    for (int i = 0; i < 30000 && !exited && count_parts(parts) == parts_before; ++i) {
+      exited = waitpid(pid, &status, WNOHANG) == pid;
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    if (!exited) {
+      std::this_thread::sleep_for(std::chrono::microseconds(std::uniform_int_distribution<int>(0, 20000)(random)));
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+    }
+    if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) ++killed;
+    const std::size_t after = stored_runs().size();
+    EXPECT_GT(after, before) << "attempt " << attempt << " kept no finished run";
+    if (after == 6u) break;
+  }
+  EXPECT_GE(killed, 1) << "no attempt was killed mid-sweep";
+  ASSERT_EQ(wait_for(spawn({DIFFODE_BINARY, "sweep", path.string(), "--threads", "1"})), 0);
+  expect_same_runs(dir_ / "whole.h5", out);
+  EXPECT_FALSE(fs::exists(parts));
+}
+
+// SIGINT lets the current run finish, stores what is done and exits with 130 by itself (not killed
+// by the signal); the same command then runs the rest.
 TEST_F(SweepTest, SigintStopsAfterTheRunAndKeepsWhatIsDone) {
-  // Enough runs that the sweep is still going when the first part appears.
+  // 42 runs of 256 samples (some 0.6 s in all): the sweep is still going when the first part appears.
   std::string many = kSmall;
   many.replace(many.find("[4, 8, 16]"), 10, "[4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24]");
+  many.replace(many.find("samples = 64"), 12, "samples = 256");
   const fs::path path = write_config("many.toml", config(many));
+  const fs::path parts = dir_ / "out.h5.parts";
   const pid_t pid = spawn({DIFFODE_BINARY, "sweep", path.string(), "--threads", "1"});
-  for (int i = 0; i < 2000 && !fs::exists(dir_ / "out.h5.parts"); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  // A saved part means the sweep is past installing its handler and inside its loop.
+  for (int i = 0; i < 30000 && count_parts(parts) == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  ASSERT_GE(count_parts(parts), 1u) << "no run finished within 30 s";
   kill(pid, SIGINT);
-  const int status = wait_for(pid);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status)) << "ended by signal " << (WIFSIGNALED(status) ? WTERMSIG(status) : 0) << ", not by itself";
+  EXPECT_EQ(WEXITSTATUS(status), 130);  // sweep_config_help(): 130 interrupted
   ASSERT_TRUE(fs::exists(dir_ / "out.h5"));
-  std::size_t kept = 0;
   {
     const Hdf5File f(dir_ / "out.h5", Hdf5File::Mode::read);
-    kept = f.members("runs").size();
-    if (status == 130) EXPECT_EQ(f.read_string_attribute("/", "finished"), "false");
+    const std::size_t kept = f.members("runs").size();
+    EXPECT_GE(kept, 1u);
+    EXPECT_LT(kept, 42u) << "every run finished: the interrupt stopped nothing";
+    EXPECT_EQ(f.read_string_attribute("/", "finished"), "false");
   }
-  EXPECT_TRUE(status == 130 || (status == 0 && kept == 42)) << status << ", " << kept << " runs kept";  // 0: it was done
-  EXPECT_GE(kept, 1u);
   ASSERT_EQ(wait_for(spawn({DIFFODE_BINARY, "sweep", path.string(), "--threads", "1"})), 0);
   const Hdf5File f(dir_ / "out.h5", Hdf5File::Mode::read);
   EXPECT_EQ(f.members("runs").size(), 42u);
+  EXPECT_EQ(f.read_string_attribute("/", "finished"), "true");
+  EXPECT_FALSE(fs::exists(parts));
 }
 
 // mpirun -np 2 runs each run once and writes the file a single process writes.
@@ -342,12 +401,32 @@ TEST_F(SweepTest, TwoMpiRanksWriteTheSingleProcessFile) {
   setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
   setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
   setenv("ASAN_OPTIONS", "detect_leaks=0", 1);
+  const fs::path log = dir_ / "ranks.log";
   const int status = wait_for(spawn({"mpirun", "--oversubscribe", "-x", "ASAN_OPTIONS", "-np", "2", DIFFODE_BINARY, "sweep", path.string(),
-                                     "--threads", "1", "--output", (dir_ / "ranks.h5").string()}));
+                                     "--threads", "1", "--output", (dir_ / "ranks.h5").string()},
+                                    log));
   ASSERT_EQ(status, 0);
   expect_same_runs(dir_ / "single.h5", dir_ / "ranks.h5");
   const Hdf5File f(dir_ / "ranks.h5", Hdf5File::Mode::read);
   EXPECT_EQ(f.read_string_attribute("/", "finished"), "true");
+  // Each rank logs a line per run it ran, "rank R [i/n] <problem> <variant> steps=S: ...": every
+  // run (the 6 differ in problem, variant or steps) appears once over both ranks, 3 on each.
+  std::ifstream in(log);
+  std::vector<std::string> runs_logged;
+  int rank0 = 0, rank1 = 0;
+  std::string line;
+  while (std::getline(in, line)) {
+    if (!line.starts_with("rank ")) continue;
+    const auto run_start = line.find("] "), run_end = line.find(": ");
+    ASSERT_TRUE(run_start != std::string::npos && run_end != std::string::npos) << line;
+    rank0 += line.starts_with("rank 0 [") ? 1 : 0;
+    rank1 += line.starts_with("rank 1 [") ? 1 : 0;
+    runs_logged.push_back(line.substr(run_start + 2, run_end - run_start - 2));
+  }
+  EXPECT_EQ(runs_logged.size(), 6u);
+  EXPECT_EQ(std::set<std::string>(runs_logged.begin(), runs_logged.end()).size(), runs_logged.size()) << "a run ran twice";
+  EXPECT_EQ(rank0, 3);
+  EXPECT_EQ(rank1, 3);
 }
 #endif
 

@@ -12,9 +12,11 @@
 
 #include <gtest/gtest.h>
 
+#include <cctype>
 #include <cmath>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace diffode::testing {
@@ -85,11 +87,32 @@ inline double rms_error(const Batch& x, const Batch& reference) {
   return std::sqrt((x - reference).square().rowwise().sum().mean());
 }
 
-// The four standard cases, for INSTANTIATE_TEST_SUITE_P.
-using CaseName = std::pair<const char*, const char*>;
+// The four standard cases, for INSTANTIATE_TEST_SUITE_P (with case_test_name for readable names).
+using CaseName = std::pair<std::string, std::string>;  // strings: gtest prints them, not their addresses
 inline auto standard_cases() {
   return ::testing::Values(CaseName{"ring2d", "edm"}, CaseName{"ring2d", "vp"}, CaseName{"mix16", "edm"}, CaseName{"mix16", "vp"});
 }
+
+// Free text as part of a test name, which gtest limits to letters, digits and '_': every other run
+// of characters becomes one '_' ("2M SDE eta=0" -> "2M_SDE_eta_0").
+inline std::string name_part(std::string_view text) {
+  std::string out;
+  for (const char ch : text) {
+    if (std::isalnum(static_cast<unsigned char>(ch)))
+      out += ch;
+    else if (!out.empty() && out.back() != '_')
+      out += '_';
+  }
+  while (!out.empty() && out.back() == '_') out.pop_back();
+  return out;
+}
+
+// "ring2d_edm" for {"ring2d", "edm"}.
+inline std::string case_name(const CaseName& c) { return name_part(c.first) + "_" + name_part(c.second); }
+
+// The name generator for suites whose parameter is a CaseName: Mixtures/HeunOrder.X/ring2d_edm
+// rather than .../0 with the pointers of the two strings.
+inline std::string case_test_name(const ::testing::TestParamInfo<CaseName>& info) { return case_name(info.param); }
 
 struct SamplerOrderFit {
   double order = 0;

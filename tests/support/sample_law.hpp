@@ -7,15 +7,21 @@
 //     against independent exact draws: as a statistic with its critical value at a family-wise
 //     level (Bonferroni over projections), or as the smallest p-value.
 // Deterministic given the seeds; the levels say how unlikely a correct sampler is to fail.
+// A law test passes a sampler's samples AND fails a control, samples of a deliberately wrong law
+// (expect_law_with_failing_control): checks too weak to see anything would pass the samples too.
 #pragma once
 
 #include "core/state.hpp"
 
 #include <Eigen/Dense>
+#include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <random>
+#include <string>
+#include <string_view>
 #include <vector>
 
 namespace diffode::testing {
@@ -123,6 +129,52 @@ inline LawReport compare_law(const Batch& samples, const Eigen::VectorXd& mean, 
   for (const auto& u : directions) r.ks = std::max(r.ks, ks_two_sample(project(samples, u), project(exact, u)));
   r.ks_critical = ks_two_sample_critical(samples.rows(), exact.rows(), alpha / static_cast<double>(directions.size()));
   return r;
+}
+
+// One law check: samples against the exact law's mean and covariance (moment z-scores) and against
+// independent exact draws (KS on the axes and `extra_directions` fixed random projections). The KS
+// part either compares the largest statistic with its critical value at family-wise level
+// `ks_alpha` (compare_law), or, with ks_min_p > 0, asks every projection's p-value to exceed
+// ks_min_p (min_projection_ks_p). The verdict carries the statistics either way.
+struct LawCheck {
+  Eigen::VectorXd mean;
+  Eigen::MatrixXd covariance;
+  Batch exact;
+  double mean_z = 4.5;        // every coordinate's mean within this many standard errors
+  double covariance_z = 4.5;  // every covariance entry within this many (estimated) standard errors
+  int extra_directions = 8;
+  double ks_alpha = 1e-3;
+  double ks_min_p = 0;
+
+  ::testing::AssertionResult operator()(const Batch& x) const {
+    char text[160];
+    bool pass = false;
+    if (ks_min_p > 0) {
+      const MomentZ z = moment_z_scores(x, mean, covariance);
+      const double p = min_projection_ks_p(x, exact, extra_directions);
+      pass = z.mean < mean_z && z.covariance < covariance_z && p > ks_min_p;
+      std::snprintf(text, sizeof text, "mean %.2f SE, covariance %.2f SE (limits %.1f, %.1f), min KS p %.3g (limit %.1g)", z.mean,
+                    z.covariance, mean_z, covariance_z, p, ks_min_p);
+    } else {
+      const LawReport r = compare_law(x, mean, covariance, exact, extra_directions, ks_alpha);
+      pass = r.mean_z < mean_z && r.covariance_z < covariance_z && r.ks < r.ks_critical;
+      std::snprintf(text, sizeof text, "mean %.2f SE, covariance %.2f SE (limits %.1f, %.1f), KS %.4f (critical %.4f)", r.mean_z,
+                    r.covariance_z, mean_z, covariance_z, r.ks, r.ks_critical);
+    }
+    return (pass ? ::testing::AssertionSuccess() : ::testing::AssertionFailure()) << text;
+  }
+};
+
+// The sampler's `samples` pass `check` and the `control` (the same sampler made wrong on purpose,
+// e.g. with too little noise, or samples of another law) fails the very same check: without the
+// second half a check that cannot fail would pass unnoticed. Prints both verdicts under `label`.
+inline void expect_law_with_failing_control(const LawCheck& check, const Batch& samples, const Batch& control,
+                                            std::string_view label) {
+  const ::testing::AssertionResult real = check(samples), wrong = check(control);
+  std::printf("  %.*s\n    samples: %s\n    control: %s\n", static_cast<int>(label.size()), label.data(), real.message(),
+              wrong.message());
+  EXPECT_TRUE(real) << label << ": the samples fail the law check";
+  EXPECT_FALSE(wrong) << label << ": the control passes the law check, so the check cannot tell a wrong law";
 }
 
 }  // namespace diffode::testing

@@ -9,12 +9,11 @@
 
 #include <gtest/gtest.h>
 
-#include <cstdio>
 
 namespace diffode {
 namespace {
 
-using Case = std::pair<const char*, const char*>;
+using Case = testing::CaseName;
 const auto kCases = ::testing::Values(Case{"ring2d", "edm"}, Case{"ring2d", "vp"}, Case{"mix16", "edm"}, Case{"mix16", "vp"});
 
 class DDIMOrder : public ::testing::TestWithParam<Case> {};
@@ -40,7 +39,7 @@ TEST_P(DDIMOrder, EtaZeroEqualsEulerInSigma) {
   EXPECT_LE((a - b).abs().maxCoeff(), 1e-12 * (1.0 + b.abs().maxCoeff()));
 }
 
-INSTANTIATE_TEST_SUITE_P(Mixtures, DDIMOrder, kCases);
+INSTANTIATE_TEST_SUITE_P(Mixtures, DDIMOrder, kCases, testing::case_test_name);
 
 // With eta > 0, many steps and a final step to 0, the samples follow p_0: mean and covariance
 // within 4.5 Monte-Carlo standard errors (max over entries), and KS tests on the axes and 4 random
@@ -62,20 +61,9 @@ TEST(DDIMSampler, StochasticDDIMSamplesP0) {
     EXPECT_EQ(stats.nfe, steps + 1);
     return x;
   };
-  const Batch x = run(64);
-  const auto z = testing::moment_z_scores(x, mixture.mean(), mixture.covariance());
-  const double p = testing::min_projection_ks_p(x, exact);
-  RecordProperty("mean_z", std::to_string(z.mean));
-  RecordProperty("cov_z", std::to_string(z.covariance));
-  RecordProperty("ks_p_min", std::to_string(p));
-  EXPECT_LT(z.mean, 4.5);
-  EXPECT_LT(z.covariance, 4.5);
-  EXPECT_GT(p, 1e-3);
-  const Batch coarse = run(4);
-  const auto zc = testing::moment_z_scores(coarse, mixture.mean(), mixture.covariance());
-  EXPECT_TRUE(zc.covariance > 4.5 || testing::min_projection_ks_p(coarse, exact) < 1e-3)
-      << "cov z " << zc.covariance << ": the checks cannot tell a 4-step run from p_0";
-  std::printf("64 steps: mean z %.2f cov z %.2f ks p %.3g | 4 steps: mean z %.2f cov z %.2f ks p %.3g\n", z.mean, z.covariance, p, zc.mean, zc.covariance, testing::min_projection_ks_p(coarse, exact));
+  const testing::LawCheck check{
+      .mean = mixture.mean(), .covariance = mixture.covariance(), .exact = exact, .extra_directions = 4, .ks_min_p = 1e-3};
+  testing::expect_law_with_failing_control(check, run(64), run(4), c.name + " DDIM eta = 0.5, 64 steps (control: 4 steps)");
 }
 
 // DDIM(eta = 1) is DDPM with the posterior variance beta~ (Song et al. 2021, Sec. 4.1): the same

@@ -10,6 +10,8 @@
 
 #include <gtest/gtest.h>
 
+#include <string>
+
 namespace diffode {
 namespace {
 
@@ -23,7 +25,7 @@ TEST_P(Dpm2Order, ErrorFallsAtOrderTwo) {
   EXPECT_NEAR(fit.order, 2.0, 0.3) << c.name << " errors " << fit.errors.front() << " .. " << fit.errors.back();
 }
 
-INSTANTIATE_TEST_SUITE_P(Mixtures, Dpm2Order, testing::standard_cases());
+INSTANTIATE_TEST_SUITE_P(Mixtures, Dpm2Order, testing::standard_cases(), testing::case_test_name);
 
 TEST(Dpm2Sampler, StepToZeroIsEulerAndReturnsTheDenoisedValue) {
   const auto c = testing::make_case("mix16", "edm");
@@ -71,36 +73,43 @@ TEST(Dpm2Ancestral, LargeEtaStepsToTheDenoisedValueAndRenewsAllNoise) {
 }
 
 // Samples of p_0: mean and covariance within 4.5 standard errors, two-sample KS on 10 projections
-// against independent exact draws at family-wise level 1e-3; 48 Karras steps, 3000 samples.
-void expect_data_law(const testing::DiffusionCase& c, const Batch& x, std::uint64_t exact_seed) {
+// against independent exact draws at family-wise level 1e-3; 48 Karras steps, 3000 samples. The
+// control, the same sampler with its noise switched off (s_noise = 0: the steps still remove the
+// variance the noise should restore), must fail the same checks.
+void expect_data_law(const testing::DiffusionCase& c, const Batch& x, const Batch& control, std::uint64_t exact_seed,
+                     const std::string& label) {
   const auto& mixture = c.predictor->mixture();
-  const auto law = testing::compare_law(x, mixture.mean(), mixture.covariance(), mixture.sample(x.rows(), exact_seed));
-  EXPECT_LT(law.mean_z, 4.5) << c.name;
-  EXPECT_LT(law.covariance_z, 4.5) << c.name;
-  EXPECT_LT(law.ks, law.ks_critical) << c.name;
+  const testing::LawCheck check{.mean = mixture.mean(), .covariance = mixture.covariance(), .exact = mixture.sample(x.rows(), exact_seed)};
+  testing::expect_law_with_failing_control(check, x, control, c.name + " " + label);
 }
 
 TEST(Dpm2Ancestral, SamplesTheDataLaw) {
   const auto c = testing::make_case("ring2d", "vp");
   const auto sigmas = karras_grid(*c.process, 48, FinalStep::to_zero).sigma;
   const SigmaNoise<Batch> noise(2, sigmas[0], 2);
-  Batch x = c.initial_noise(3000, 9);
-  const auto stats = sample_dpm_2_ancestral(*c.denoiser, x, std::span<const double>(sigmas), {}, &noise);
-  ASSERT_FALSE(stats.failed) << stats.failure;
-  EXPECT_EQ(stats.nfe, 2 * 48 - 1);
-  expect_data_law(c, x, 1002);
+  auto run = [&](double s_noise) {
+    Batch x = c.initial_noise(3000, 9);
+    const auto stats = sample_dpm_2_ancestral(*c.denoiser, x, std::span<const double>(sigmas), {.s_noise = s_noise}, &noise);
+    EXPECT_FALSE(stats.failed) << stats.failure;
+    EXPECT_EQ(stats.nfe, 2 * 48 - 1);
+    return x;
+  };
+  expect_data_law(c, run(1.0), run(0.0), 1002, "dpm_2_ancestral (control: s_noise = 0)");
 }
 
 TEST(Dpm2Sampler, WithChurnSamplesTheDataLaw) {
   const auto c = testing::make_case("ring2d", "edm");
   const auto sigmas = karras_grid(*c.process, 48, FinalStep::to_zero).sigma;
   const SigmaNoise<Batch> noise(3, sigmas[0], 2);
-  Batch x = c.initial_noise(3000, 10);
-  const auto stats = sample_dpm_2(*c.denoiser, x, std::span<const double>(sigmas),
-                                  ChurnOptions{.s_churn = 40.0, .s_tmin = 0.05, .s_tmax = 50.0}, &noise);
-  ASSERT_FALSE(stats.failed) << stats.failure;
-  EXPECT_EQ(stats.nfe, 2 * 48 - 1);
-  expect_data_law(c, x, 1004);
+  auto run = [&](double s_noise) {
+    Batch x = c.initial_noise(3000, 10);
+    const auto stats = sample_dpm_2(*c.denoiser, x, std::span<const double>(sigmas),
+                                    ChurnOptions{.s_churn = 40.0, .s_tmin = 0.05, .s_tmax = 50.0, .s_noise = s_noise}, &noise);
+    EXPECT_FALSE(stats.failed) << stats.failure;
+    EXPECT_EQ(stats.nfe, 2 * 48 - 1);
+    return x;
+  };
+  expect_data_law(c, run(1.0), run(0.0), 1004, "dpm_2, churn 40 (control: s_noise = 0)");
 }
 
 }  // namespace

@@ -21,9 +21,13 @@ constexpr double kSigmaEnd = 0.05;  // the order is a property of the smooth par
 struct OrderCase {
   int order;
   std::vector<int> steps;  // asymptotic range, errors well above the reference's ~1e-10
+
+  friend void PrintTo(const OrderCase& oc, std::ostream* os) {
+    *os << "DPM-Solver-" << oc.order << " at " << oc.steps.front() << ".." << oc.steps.back() << " steps";
+  }
 };
 
-class DpmSolverOrder : public ::testing::TestWithParam<std::tuple<OrderCase, std::pair<const char*, const char*>>> {};
+class DpmSolverOrder : public ::testing::TestWithParam<std::tuple<OrderCase, testing::CaseName>> {};
 
 TEST_P(DpmSolverOrder, ErrorFallsAtItsOrder) {
   const auto& [oc, mix] = GetParam();
@@ -41,7 +45,8 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Combine(::testing::Values(OrderCase{1, {64, 128, 256, 512, 1024}}, OrderCase{2, {16, 32, 64, 128, 256}},
                                          OrderCase{3, {48, 64, 96, 128, 192, 256}}),
                        ::testing::Values(std::pair{"ring2d", "edm"}, std::pair{"ring2d", "vp"}, std::pair{"mix16", "edm"},
-                                         std::pair{"mix16", "vp"})));
+                                         std::pair{"mix16", "vp"})),
+    [](const auto& info) { return "order" + std::to_string(std::get<0>(info.param).order) + "_" + testing::case_name(std::get<1>(info.param)); });
 
 TEST(DpmSolverFast, ScheduleMatchesTheReference) {
   // dpm_solver_pytorch.py get_orders_and_timesteps_for_singlestep_solver, order 3 (= k-diffusion).
@@ -117,7 +122,7 @@ TEST(DpmSolver, RejectsBadOptions) {
 // Adaptive DPM-Solver-12 / -23: tighter tolerances give smaller errors against the reference, at
 // more evaluations; every attempt costs `order` NFE.
 class DpmSolverAdaptive
-    : public ::testing::TestWithParam<std::tuple<int, DpmAdaptiveController, std::pair<const char*, const char*>>> {};
+    : public ::testing::TestWithParam<std::tuple<int, DpmAdaptiveController, testing::CaseName>> {};
 
 TEST_P(DpmSolverAdaptive, ErrorFallsAsTheToleranceTightens) {
   const auto& [order, controller, mix] = GetParam();
@@ -148,10 +153,18 @@ TEST_P(DpmSolverAdaptive, ErrorFallsAsTheToleranceTightens) {
   EXPECT_LT(errors.back(), errors.front() / 100.0);
 }
 
+// e.g. dpm_solver_23_k_diffusion_mix16_vp.
+std::string adaptive_case_name(const ::testing::TestParamInfo<DpmSolverAdaptive::ParamType>& info) {
+  const auto& [order, controller, mix] = info.param;
+  return std::string(order == 2 ? "dpm_solver_12" : "dpm_solver_23") +
+         (controller == DpmAdaptiveController::dpm_solver ? "_authors_" : "_k_diffusion_") + testing::case_name(mix);
+}
+
 INSTANTIATE_TEST_SUITE_P(Mixtures, DpmSolverAdaptive,
                          ::testing::Combine(::testing::Values(2, 3),
                                             ::testing::Values(DpmAdaptiveController::dpm_solver, DpmAdaptiveController::k_diffusion),
-                                            ::testing::Values(std::pair{"ring2d", "edm"}, std::pair{"mix16", "vp"})));
+                                            ::testing::Values(std::pair{"ring2d", "edm"}, std::pair{"mix16", "vp"})),
+                         adaptive_case_name);
 
 }  // namespace
 }  // namespace diffode

@@ -19,7 +19,7 @@ TEST_P(EulerOrder, ErrorFallsAtOrderOne) {
   EXPECT_NEAR(fit.order, 1.0, 0.3) << c.name << " errors " << fit.errors.front() << " .. " << fit.errors.back();
 }
 
-INSTANTIATE_TEST_SUITE_P(Mixtures, EulerOrder, testing::standard_cases());
+INSTANTIATE_TEST_SUITE_P(Mixtures, EulerOrder, testing::standard_cases(), testing::case_test_name);
 
 TEST(EulerSampler, ChurnWithoutNoiseIsAnError) {
   const auto c = testing::make_case("ring2d", "edm");

@@ -10,7 +10,7 @@
 namespace diffode {
 namespace {
 
-using Case = std::pair<const char*, const char*>;
+using Case = testing::CaseName;
 
 class IPNDMOrder : public ::testing::TestWithParam<Case> {};
 
@@ -44,7 +44,8 @@ TEST_P(IPNDMOrder, GlobalOrderIsTwo) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Mixtures, IPNDMOrder,
-                         ::testing::Values(Case{"ring2d", "edm"}, Case{"ring2d", "vp"}, Case{"mix16", "edm"}, Case{"mix16", "vp"}));
+                         ::testing::Values(Case{"ring2d", "edm"}, Case{"ring2d", "vp"}, Case{"mix16", "edm"}, Case{"mix16", "vp"}),
+                         testing::case_test_name);
 
 // With no history (max_order = 1) the method is Euler's; and every order ends a grid with 0 at D.
 TEST(IPNDMSampler, OrderOneIsEulerAndStepToZeroIsDenoised) {

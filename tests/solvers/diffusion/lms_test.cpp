@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <string>
 #include <tuple>
 
 namespace diffode {
@@ -62,7 +63,7 @@ TEST(LmsSampler, OrderOneIsTheEulerSampler) {
 // far above the reference's own (~1e-11). Order k needs starting values of order k: the RK4
 // startup gives them for k <= 4; k-diffusion's lower-order startup is O(h^2), so it is checked
 // at k <= 2 only (for k = 3, 4 its global error is O(h^k) + O(h^2): see lms.hpp).
-class LmsOrder : public ::testing::TestWithParam<std::tuple<const char*, const char*, int, LmsStartup>> {};
+class LmsOrder : public ::testing::TestWithParam<std::tuple<std::string, std::string, int, LmsStartup>> {};
 
 TEST_P(LmsOrder, ErrorFallsAtItsOrder) {
   const auto [mixture, process, order, startup] = GetParam();
@@ -86,12 +87,20 @@ TEST_P(LmsOrder, ErrorFallsAtItsOrder) {
   EXPECT_NEAR(fitted, order, 0.3) << c.name << " order " << order << " errors " << errors.front() << " .. " << errors.back();
 }
 
+// Named mixture_process_order (the startup is the suite's name), e.g. RungeKuttaStartup/LmsOrder.X/ring2d_edm_order3.
+std::string lms_case_name(const ::testing::TestParamInfo<LmsOrder::ParamType>& info) {
+  const auto& [mixture, process, order, startup] = info.param;
+  return testing::case_name({mixture, process}) + "_order" + std::to_string(order);
+}
+
 INSTANTIATE_TEST_SUITE_P(RungeKuttaStartup, LmsOrder,
                          ::testing::Combine(::testing::Values("ring2d", "mix16"), ::testing::Values("edm", "vp"),
-                                            ::testing::Values(1, 2, 3, 4), ::testing::Values(LmsStartup::rk4)));
+                                            ::testing::Values(1, 2, 3, 4), ::testing::Values(LmsStartup::rk4)),
+                         lms_case_name);
 INSTANTIATE_TEST_SUITE_P(KDiffusionStartup, LmsOrder,
                          ::testing::Combine(::testing::Values("ring2d", "mix16"), ::testing::Values("edm", "vp"),
-                                            ::testing::Values(2), ::testing::Values(LmsStartup::lower_order)));
+                                            ::testing::Values(2), ::testing::Values(LmsStartup::lower_order)),
+                         lms_case_name);
 
 }  // namespace
 }  // namespace diffode
