@@ -36,6 +36,7 @@ LikelihoodRun read_likelihood_run(const std::filesystem::path& config_path) {
   run.mixture = std::make_unique<GaussianMixture>(read_mixture(root.table("model")));
   run.data = read_likelihood_data(root.table("data"), *run.process, *run.mixture);
   run.setup = read_likelihood_setup(root.table("likelihood"));
+  check_likelihood_process(root.table("likelihood"), run.setup, *run.process);
   ConfigTable out = root.table("output", output_schema());
   run.output = out.string("file");
   out.finish();

@@ -4,6 +4,7 @@
 #include <fmt/ranges.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 
 #include <fstream>
@@ -183,28 +184,74 @@ void ConfigTable::finish() const {
   }
 }
 
+namespace {
+
+constexpr std::size_t kMaxConfigBytes = 4 << 20;  // a config is a few kilobytes; anything near this is not one
+constexpr int kMaxNesting = 64;                   // tables, arrays and dotted keys inside each other
+
+// Refuses input the parser should never see: too large, or nested deeper than any config needs (a
+// deeply nested header exhausts the parser's stack). Brackets and dots inside strings and comments
+// do not count.
+void check_shape(std::string_view text, const std::string& name) {
+  if (text.size() > kMaxConfigBytes)
+    throw ConfigError(fmt::format("{}: {} bytes is not a config (at most {} bytes)", name, text.size(), kMaxConfigBytes));
+  int depth = 0, line = 1, dots = 0;
+  char quote = 0;
+  bool comment = false;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (c == '\n') {
+      ++line, dots = 0, comment = false;
+      if (quote == '\'') quote = 0;
+      continue;
+    }
+    if (comment) continue;
+    if (quote) {
+      if (c == '\\' && quote == '"') ++i;
+      else if (c == quote) quote = 0;
+      continue;
+    }
+    if (c == '"' || c == '\'') quote = c;
+    else if (c == '#') comment = true;
+    else if (c == '[' || c == '{') ++depth;
+    else if (c == ']' || c == '}') depth = std::max(0, depth - 1);
+    else if (c == '.' && !(i > 0 && std::isdigit(static_cast<unsigned char>(text[i - 1])))) ++dots;
+    if (depth + dots > kMaxNesting)
+      throw ConfigError(fmt::format("{}:{}: nested more than {} levels deep: not a config", name, line, kMaxNesting));
+  }
+}
+
+toml::table parse(const std::string& text, const std::string& name) {
+  check_shape(text, name);
+  try {
+    return toml::parse(text, name);
+  } catch (const toml::parse_error& e) {
+    throw ConfigError(fmt::format("{}:{}:{}: {}", name, e.source().begin.line, e.source().begin.column, e.description()));
+  }
+}
+
+}  // namespace
+
 Config::Config(const std::filesystem::path& path) : name_(path.string()) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) throw ConfigError(fmt::format("{}: no such config file", name_));
+  if (!std::filesystem::is_regular_file(path, ec)) throw ConfigError(fmt::format("{}: not a file", name_));
+  const auto size = std::filesystem::file_size(path, ec);
+  if (!ec && size > kMaxConfigBytes)
+    throw ConfigError(fmt::format("{}: {} bytes is not a config (at most {} bytes)", name_, size, kMaxConfigBytes));
   std::ifstream in(path);
-  if (!in) throw ConfigError(fmt::format("{}: cannot open the config file", path.string()));
+  if (!in) throw ConfigError(fmt::format("{}: cannot open the config file", name_));
   std::stringstream buffer;
   buffer << in.rdbuf();
   text_ = buffer.str();
-  try {
-    table_ = toml::parse(text_, name_);
-  } catch (const toml::parse_error& e) {
-    throw ConfigError(fmt::format("{}:{}:{}: {}", name_, e.source().begin.line, e.source().begin.column, e.description()));
-  }
+  table_ = parse(text_, name_);
 }
 
 Config Config::from_string(std::string_view text, std::string name) {
   Config c;
   c.name_ = std::move(name);
   c.text_ = std::string(text);
-  try {
-    c.table_ = toml::parse(c.text_, c.name_);
-  } catch (const toml::parse_error& e) {
-    throw ConfigError(fmt::format("{}:{}:{}: {}", c.name_, e.source().begin.line, e.source().begin.column, e.description()));
-  }
+  c.table_ = parse(c.text_, c.name_);
   return c;
 }
 

@@ -1,6 +1,7 @@
 // [grid]: the schema, the reader and the builder of time grids (problems/time_grid.hpp).
 #include "experiments/run/hdf5_file.hpp"
 #include "experiments/run/readers.hpp"
+#include "solvers/diffusion/sampler.hpp"
 
 #include <fmt/format.h>
 
@@ -88,7 +89,15 @@ TimeGrid GridSpec::build(const Process& process) const {
   if (steps) return build(process, *steps);
   if (schedule == "file") return read_time_grid(source, process, final_step);
   if (!listed_sigma) return time_grid_from_list(process, listed, final_step, source);
-  // A scale-free sigma list: used as given, so another implementation's run replays exactly.
+  // A scale-free sigma list: used as given, so another implementation's run replays exactly; it must
+  // be a grid a sampler can run (two or more points, strictly decreasing, positive but a final 0).
+  try {
+    check_sigmas(listed);
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument(fmt::format("{}: {}", source, e.what()));
+  }
+  if (final_step == FinalStep::to_zero && listed.back() != 0.0)
+    throw std::invalid_argument(fmt::format("{}: final_step = \"to_zero\" needs the replayed list to end at sigma = 0", source));
   TimeGrid grid;
   grid.sigma = listed;
   grid.final_step = final_step;

@@ -87,6 +87,15 @@ void read_divergence(ConfigTable& t, LikelihoodSetup& s) {
 
 }  // namespace
 
+void check_likelihood_process(ConfigTable t, const LikelihoodSetup& setup, const Process& process) {
+  if (setup.options.time != LikelihoodTime::log_sigma) return;
+  const double lo = process.lambda(process.t_min()), hi = process.lambda(process.t_max());
+  if (!std::isfinite(lo) || !std::isfinite(hi))
+    t.fail("time", fmt::format("log sigma~ is infinite at an end of {}'s range [{}, {}] (lambda = {}, {}): use time = \"process\", or a "
+                               "process whose t_max keeps alpha > 0",
+                               process.name(), process.t_min(), process.t_max(), lo, hi));
+}
+
 LikelihoodSetup read_likelihood_setup(ConfigTable t) {
   t = t.bind(likelihood_schema());
   LikelihoodSetup s;

@@ -36,6 +36,8 @@ struct LikelihoodSetup {
 // [likelihood]: the schema, and its reader (calls table.finish(); errors name key and line).
 const TableSchema& likelihood_schema();
 LikelihoodSetup read_likelihood_setup(ConfigTable table);
+// Refuses a setup the process cannot take (the log-sigma variable where lambda is infinite at an end).
+void check_likelihood_process(ConfigTable table, const LikelihoodSetup& setup, const Process& process);
 
 
 // Per point log p_{t_min}(x) (model space, nats), its Hutchinson standard error and NFE, for the

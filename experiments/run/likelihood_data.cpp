@@ -1,6 +1,7 @@
 // [data] of a likelihood run: its schema and reader.
 #include "experiments/run/hdf5_file.hpp"
 #include "experiments/run/likelihood.hpp"
+#include "experiments/run/output.hpp"
 
 #include <fmt/format.h>
 
@@ -33,7 +34,7 @@ const TableSchema& data_schema() {
       "the points whose log-likelihood is measured",
       {string_key("source", "draws of the model's exact p_t_min, or an HDF5 dataset").fallback_str("mixture").one_of({"mixture", "hdf5"}),
        integer_key("seed", "seed of the draws (mixture) or of the dequantization noise (hdf5)").fallback_int(0).at_least(0),
-       integer_key("points", "how many draws (mixture)").fallback_int(256).at_least(1).at_most(100000000),
+       integer_key("points", "how many draws (mixture); refused when they would not fit in memory").fallback_int(256).at_least(1),
        string_key("file", "the HDF5 file (hdf5)").optional("required for hdf5"),
        string_key("dataset", "the N x D dataset y (hdf5)").optional("required for hdf5"),
        number_key("scale", "x = (y + bin_width u - offset) / scale (hdf5)").fallback(1.0).above(0),
@@ -53,6 +54,8 @@ LikelihoodData read_likelihood_data(ConfigTable data, const Process& process, co
     for (const char* key : {"file", "dataset", "scale", "offset", "bin_width"})
       if (data.has(key)) data.fail(key, "only with source = \"hdf5\" (the mixture's draws are already in model space)");
     const auto points = data.integer("points");
+    // The solve holds the points, the augmented state and Dopri5's seven stages of it.
+    check_memory(data, "points", 8.0 * static_cast<double>(points) * static_cast<double>(mixture.dims() + 2) * 12.0);
     const double t = process.t_min();
     d.x = mixture.sample_marginal(process.alpha(t), process.sigma(t), points, seed);
     d.description = fmt::format("{} draws of the model's p_t_min (seed {})", points, seed);

@@ -34,6 +34,12 @@ void check_output_path(const ConfigTable& table, std::string_view key, const std
   fs::remove(probe, ec);
 }
 
+void check_memory(const ConfigTable& table, std::string_view key, double bytes) {
+  const double physical = static_cast<double>(::sysconf(_SC_PHYS_PAGES)) * static_cast<double>(::sysconf(_SC_PAGESIZE));
+  if (physical > 0 && bytes > physical)
+    table.fail(key, fmt::format("needs about {:.3g} GiB of memory, more than this machine's {:.3g} GiB", bytes / (1 << 30), physical / (1 << 30)));
+}
+
 void write_atomically(const std::filesystem::path& path, const std::function<void(Hdf5File&)>& write) {
   const std::filesystem::path temporary = temporary_beside(path, "tmp");
   try {

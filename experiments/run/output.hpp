@@ -17,6 +17,10 @@ class Hdf5File;
 // the folder when it is missing (only after every other check has passed: call it last).
 void check_output_path(const ConfigTable& table, std::string_view key, const std::filesystem::path& path);
 
+// Refuses a run whose arrays would need more than this machine's memory: `bytes` is the caller's
+// estimate of its peak; the message names `key` and states both figures.
+void check_memory(const ConfigTable& table, std::string_view key, double bytes);
+
 // Writes `path` through `write` on a temporary file, then renames it over `path`. The temporary file
 // is removed when `write` throws (the exception then propagates).
 void write_atomically(const std::filesystem::path& path, const std::function<void(Hdf5File&)>& write);

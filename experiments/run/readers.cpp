@@ -126,7 +126,7 @@ const TableSchema& run_schema() {
       "run",
       "one run: how many samples, their noise, and where the results go",
       {string_key("task", "a sweep's run: sampling, or the likelihood solver ([likelihood])").fallback_str("sample").one_of({"sample", "likelihood"}),
-       integer_key("samples", "samples (sweep task likelihood: data points)").fallback_int(1024).at_least(1).at_most(100000000),
+       integer_key("samples", "samples (sweep task likelihood: data points); refused when they would not fit in memory").fallback_int(1024).at_least(1),
        integer_key("seed", "seed of x_T and of every noise the run draws").fallback_int(0).at_least(0),
        string_key("initial", "x_T: the prior N(0, prior_std^2 I), or the mixture's exact p_T").fallback_str("prior").one_of({"prior", "exact"}),
        string_key("initial_file", "x_T from an HDF5 file instead (N x D)").optional("none"),

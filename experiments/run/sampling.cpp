@@ -1,6 +1,7 @@
 #include "experiments/run/sampling.hpp"
 
 #include "experiments/run/hdf5_file.hpp"
+#include "experiments/run/output.hpp"
 #include "experiments/run/parallel.hpp"
 
 #include <fmt/format.h>
@@ -99,6 +100,11 @@ SamplingSetup read_sampling_setup(ConfigTable& root) {
     if (run_table.has("samples")) run_table.fail("samples", "the samples are the rows of initial_file: give one or the other");
     read_initial_file(run_table, s);
   }
+  // The run holds x_T, the state and the result, a few block-sized work arrays per thread, and with
+  // save_trajectory every grid point's state.
+  const double state_bytes = 8.0 * static_cast<double>(s.samples()) * static_cast<double>(s.dims());
+  check_memory(run_table, s.run.initial_file.empty() ? "samples" : "initial_file",
+               state_bytes * (4.0 + (s.run.save_trajectory ? static_cast<double>(s.grid.t.size()) : 0.0)));
   if (s.run.save_trajectory && s.sampler.adaptive)
     run_table.fail("save_trajectory", fmt::format("the adaptive sampler '{}' takes its own steps: no grid trajectory to save", s.sampler.name));
   return s;

@@ -1,5 +1,7 @@
 #include "experiments/sweep/driver.hpp"
 
+#include "experiments/run/output.hpp"
+
 #include "experiments/sweep/runner.hpp"
 #include "experiments/sweep/store.hpp"
 
@@ -82,6 +84,7 @@ class Progress {
     ++done_;
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
     const double eta = done_ < total_ ? elapsed / static_cast<double>(done_) * static_cast<double>(total_ - done_) : 0.0;
+    if (!outcome.ok) std::cerr << fmt::format("diffode sweep: {}run {} failed: {}\n", prefix_, run.index, outcome.failure);
     if (!bar_) {
       std::cout << fmt::format("{}[{:>{}}/{}] {} ({:.2f} s)\n", prefix_, done_, fmt::formatted_size("{}", total_), total_,
                                describe(run, outcome), outcome.metric("wall_time"))
@@ -131,7 +134,10 @@ SweepPlan plan_and_validate(const std::filesystem::path& config_path, const std:
       it->second.push_back(run.index);
     }
   }
-  if (errors.empty()) return plan;
+  if (errors.empty()) {
+    check_output_path(config.root().table("sweep"), "output", plan.output);
+    return plan;
+  }
   std::string message;
   for (const auto& [text, runs] : errors)
     message += fmt::format("{}{} (in {} run{}, the first run {})", message.empty() ? "" : "\ndiffode sweep: ", text, runs.size(),

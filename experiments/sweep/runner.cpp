@@ -3,6 +3,7 @@
 #include "experiments/run/likelihood.hpp"
 #include "experiments/run/metrics.hpp"
 #include "experiments/run/parallel.hpp"
+#include "experiments/run/output.hpp"
 #include "experiments/run/sampling.hpp"
 #include "solvers/adaptive.hpp"
 #include "solvers/diffusion/probability_flow.hpp"
@@ -69,8 +70,11 @@ SweepRun read_run(const RunSpec& spec, const std::string& file) {
   if (s.task == "likelihood") {
     s.sampling.process = read_process(root.table("process"));
     s.sampling.mixture = std::make_shared<const GaussianMixture>(read_mixture(root.table("model")));
-    s.sampling.run = read_run_settings(root.table("run"));
+    ConfigTable run_table = root.table("run");
+    s.sampling.run = read_run_settings(run_table);
+    check_memory(run_table, "samples", 8.0 * static_cast<double>(s.sampling.run.samples) * static_cast<double>(s.sampling.dims() + 2) * 12.0);
     s.likelihood = read_likelihood_setup(root.table("likelihood"));
+    check_likelihood_process(root.table("likelihood"), s.likelihood, *s.sampling.process);
     s.likelihood.block_rows = s.sampling.run.block_rows;
   } else {
     s.sampling = read_sampling_setup(root);
