@@ -1,5 +1,7 @@
 #include "experiments/run/metrics.hpp"
 
+#include "core/slope_fit.hpp"
+
 #include <Eigen/Dense>
 #include <fmt/format.h>
 
@@ -206,37 +208,10 @@ SampleLawMetrics compare_to_exact(const GaussianMixture& mixture, const ExactLaw
 OrderFit fit_order(const std::vector<double>& nfe, const std::vector<double>& error) {
   if (nfe.size() != error.size())
     throw std::invalid_argument(fmt::format("fit_order: {} nfe values but {} errors", nfe.size(), error.size()));
-  std::vector<double> log_inv_nfe, log_error;
-  for (std::size_t i = 0; i < nfe.size(); ++i) {
-    // An error of 0 (exact to the last bit) or a diverged run carries no slope information.
-    if (std::isfinite(nfe[i]) && nfe[i] > 0.0 && std::isfinite(error[i]) && error[i] > 0.0) {
-      log_inv_nfe.push_back(-std::log(nfe[i]));
-      log_error.push_back(std::log(error[i]));
-    }
-  }
-  OrderFit fit{kNaN, kNaN, static_cast<int>(log_inv_nfe.size())};
-  if (log_inv_nfe.size() < 2) return fit;
-  bool all_equal = true;
-  for (double v : log_inv_nfe) all_equal = all_equal && v == log_inv_nfe[0];
-  if (all_equal) return fit;
-  // Centred sums: the slope is then free of the cancellation of n sxy - sx sy.
-  const double count = static_cast<double>(log_inv_nfe.size());
-  double mean_x = 0.0, mean_y = 0.0;
-  for (std::size_t i = 0; i < log_inv_nfe.size(); ++i) {
-    mean_x += log_inv_nfe[i];
-    mean_y += log_error[i];
-  }
-  mean_x /= count;
-  mean_y /= count;
-  double sxx = 0.0, sxy = 0.0;
-  for (std::size_t i = 0; i < log_inv_nfe.size(); ++i) {
-    const double dx = log_inv_nfe[i] - mean_x;
-    sxx += dx * dx;
-    sxy += dx * (log_error[i] - mean_y);
-  }
-  fit.order = sxy / sxx;
-  fit.log_constant = mean_y - fit.order * mean_x;
-  return fit;
+  // Against NFE, then negated: bit for bit the fit against log(1/NFE) (core/slope_fit.hpp). An
+  // undetermined fit keeps its NaN as it is, sign bit clear, as stored results always had it.
+  const LogLogFit fit = fit_log_log(nfe, error, UnusablePoints::skip);
+  return {std::isnan(fit.slope) ? fit.slope : -fit.slope, fit.intercept, fit.points};
 }
 
 }  // namespace diffode

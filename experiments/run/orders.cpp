@@ -1,10 +1,7 @@
 #include "experiments/run/orders.hpp"
 
-#include "problems/additive_sde.hpp"
-#include "problems/geometric_brownian_motion.hpp"
-#include "problems/linear_ode.hpp"
-#include "problems/nonlinear_ode.hpp"
-#include "problems/ornstein_uhlenbeck.hpp"
+#include "core/slope_fit.hpp"
+#include "problems/order_cases.hpp"
 #include "solvers/adaptive.hpp"
 #include "solvers/integrate.hpp"
 #include "solvers/ode/adams_bashforth.hpp"
@@ -22,38 +19,15 @@
 
 #include <cmath>
 #include <ostream>
+#include <stdexcept>
+#include <string_view>
+#include <type_traits>
+#include <utility>
 
 namespace diffode {
 namespace {
 
-double least_squares_slope(const std::vector<double>& h, const std::vector<double>& error) {
-  const double n = static_cast<double>(h.size());
-  double sx = 0, sy = 0, sxx = 0, sxy = 0;
-  for (std::size_t i = 0; i < h.size(); ++i) {
-    const double lx = std::log(h[i]), ly = std::log(error[i]);
-    sx += lx, sy += ly, sxx += lx * lx, sxy += lx * ly;
-  }
-  return (n * sxy - sx * sy) / (n * sxx - sx * sx);
-}
-
-std::vector<double> uniform(double t0, double t1, int n) {
-  std::vector<double> g(n + 1);
-  for (int i = 0; i <= n; ++i) g[i] = t0 + (t1 - t0) * i / n;
-  return g;
-}
-
-Batch ode_initial_state() {
-  Batch x0(4, 3);
-  x0 << 1.0, 0.0, 0.5, -0.3, 0.8, 1.0, 2.0, -1.0, 0.0, 0.1, 0.2, -0.7;
-  return x0;
-}
-
-// Inside (0, 1), where the logistic flow stays bounded.
-Batch logistic_initial_state() {
-  Batch x0(4, 3);
-  x0 << 0.1, 0.5, 0.9, 0.3, 0.7, 0.2, 0.05, 0.6, 0.8, 0.45, 0.25, 0.65;
-  return x0;
-}
+using order_cases::uniform_grid;
 
 template <class S>
 using Ab2 = AdamsBashforth<S, 2>;
@@ -62,98 +36,113 @@ using Ab3 = AdamsBashforth<S, 3>;
 template <class S>
 using Ab4 = AdamsBashforth<S, 4>;
 
+// Calls f.template operator()<Stepper>() for the stepper among the listed ones whose traits carry
+// `name`: the cases in problems/order_cases.hpp name their steppers, this layer knows the types.
+template <template <class> class First, template <class> class... Rest, class F>
+void with_stepper(std::string_view name, F&& f) {
+  if (First<Batch>::traits.name == name)
+    f.template operator()<First>();
+  else if constexpr (sizeof...(Rest) > 0)
+    with_stepper<Rest...>(name, std::forward<F>(f));
+  else
+    throw std::invalid_argument(fmt::format("orders: no stepper named {} for this kind of case", name));
+}
+
+// Slope of log(error) against log(h); NaN if any error is 0 or not finite.
+double fitted_slope(const std::vector<double>& h, const std::vector<double>& errors) {
+  return fit_log_log(h, errors, UnusablePoints::invalidate).slope;
+}
+
 // An ODE row: max-norm error at t1 against the exact solution, over a ladder of uniform grids.
 template <template <class> class Stepper, class Problem>
-OrderRow ode_row(const std::string& problem_name, const Problem& problem, double t0, double t1, std::vector<int> steps) {
-  OrderRow row{.stepper = std::string(Stepper<Batch>::traits.name), .kind = "ODE", .problem = problem_name,
-               .declared = Stepper<Batch>::traits.order, .steps = steps, .errors = {}};
-  const Batch x0 = std::is_same_v<Problem, LinearOde> ? ode_initial_state() : logistic_initial_state();
-  const Batch exact = problem.exact(x0, t0, t1);
+OrderRow ode_row(const order_cases::OdeCase& c, const Problem& problem, const Batch& x0) {
+  OrderRow row{.stepper = std::string(Stepper<Batch>::traits.name), .kind = "ODE", .problem = c.problem,
+               .declared = Stepper<Batch>::traits.order, .steps = c.steps, .errors = {}};
+  const Batch exact = problem.exact(x0, c.t0, c.t1);
   std::vector<double> hs;
-  for (int n : steps) {
+  for (int n : c.steps) {
     Stepper<Batch> stepper;
     Batch x = x0;
-    integrate(stepper, problem, uniform(t0, t1, n), x);
-    hs.push_back(std::abs(t1 - t0) / n);
+    integrate(stepper, problem, uniform_grid(c.t0, c.t1, n), x);
+    hs.push_back(std::abs(c.t1 - c.t0) / n);
     row.errors.push_back((x - exact).abs().maxCoeff());
   }
-  row.fitted = least_squares_slope(hs, row.errors);
+  row.fitted = fitted_slope(hs, row.errors);
   return row;
 }
 
-// A strong-order row: mean over paths of |X_T^h - X_T| against a solution from the same Brownian
-// path (exact where the problem has one, else a fine solve), on dyadic grids of [0, 1].
-template <template <class> class Stepper, class Problem, class Reference>
-OrderRow strong_row(const std::string& problem_name, const Problem& problem, const Batch& x0, const OrdersOptions& options,
-                    std::vector<int> steps, Reference&& reference, double declared = 0) {
-  // `declared` overrides the stepper's general strong order where the noise raises it (additive).
-  OrderRow row{.stepper = std::string(Stepper<Batch>::traits.name), .kind = "SDE strong", .problem = problem_name,
-               .declared = declared > 0 ? declared : Stepper<Batch>::traits.strong_order, .steps = steps, .errors = {},
-               .paths = static_cast<int>(x0.rows())};
-  const BrownianPath path({.seed = options.seed, .t0 = 0.0, .t1 = 1.0, .dims = noise_dims(problem, x0)});
-  const Batch exact = reference(path);
-  std::vector<double> hs;
-  for (int n : steps) {
+// The strong solution at t1 on `path` that a case is measured against.
+template <template <class> class Stepper, class Problem>
+Batch strong_reference(const order_cases::StrongCase& c, const Problem& problem, const Batch& x0, const BrownianPath& path) {
+  using order_cases::StrongReference;
+  if (c.reference == StrongReference::fine_solve) {
     Stepper<Batch> stepper;
     Batch x = x0;
-    integrate(stepper, problem, uniform(0.0, 1.0, n), x, path);
-    hs.push_back(1.0 / n);
+    integrate(stepper, problem, uniform_grid(c.t0, c.t1, c.reference_steps), x, path);
+    return x;
+  }
+  if constexpr (requires(Batch& w) { problem.exact(x0, c.t0, c.t1, w); }) {
+    if (c.reference == StrongReference::exact) {
+      Batch w1(x0.rows(), path.dims());
+      path.point(c.t1, 0, w1, nullptr);
+      return problem.exact(x0, c.t0, c.t1, w1);
+    }
+  }
+  if constexpr (std::is_same_v<Problem, OrnsteinUhlenbeck>) {
+    if (c.reference == StrongReference::exact_transitions) {
+      const int n = c.reference_steps;
+      Batch x = x0, dw(x0.rows(), x0.cols()), integral(x0.rows(), x0.cols());
+      for (int i = 0; i < n; ++i) {
+        const double s0 = c.t0 + (c.t1 - c.t0) * i / n, s1 = c.t0 + (c.t1 - c.t0) * (i + 1) / n;
+        path.increment_and_time_integral(s0, s1, 0, dw, integral);
+        problem.transition(x, s1 - s0, dw, integral);
+      }
+      return x;
+    }
+  }
+  throw std::invalid_argument(fmt::format("orders: {} has no such reference solution", c.problem));
+}
+
+// A strong-order row: mean over paths of the max-norm error at t1 against the case's reference
+// from the same Brownian path.
+template <template <class> class Stepper, class Problem>
+OrderRow strong_row(const order_cases::StrongCase& c, const Problem& problem, const Batch& x0, const OrdersOptions& options) {
+  OrderRow row{.stepper = std::string(Stepper<Batch>::traits.name), .kind = "SDE strong", .problem = c.problem,
+               .declared = c.declared > 0 ? c.declared : Stepper<Batch>::traits.strong_order, .steps = c.steps,
+               .errors = {}, .paths = static_cast<int>(x0.rows())};
+  const BrownianPath path({.seed = options.seed, .t0 = c.t0, .t1 = c.t1, .dims = noise_dims(problem, x0)});
+  const Batch exact = strong_reference<Stepper>(c, problem, x0, path);
+  std::vector<double> hs;
+  for (int n : c.steps) {
+    Stepper<Batch> stepper;
+    Batch x = x0;
+    integrate(stepper, problem, uniform_grid(c.t0, c.t1, n), x, path);
+    hs.push_back(std::abs(c.t1 - c.t0) / n);
     row.errors.push_back((x - exact).abs().rowwise().maxCoeff().mean());
   }
-  row.fitted = least_squares_slope(hs, row.errors);
+  row.fitted = fitted_slope(hs, row.errors);
   return row;
 }
 
-template <class Problem>
-auto exact_at_one(const Problem& problem, const Batch& x0) {
-  return [&problem, x0](const BrownianPath& path) {
-    Batch w1(x0.rows(), path.dims());
-    path.point(1.0, 0, w1, nullptr);
-    return problem.exact(x0, 0.0, 1.0, w1);
-  };
-}
-
-// OU's strong solution, chained over 2^12 exact transitions of the same path.
-auto ou_exact(const OrnsteinUhlenbeck& ou, const Batch& x0) {
-  return [&ou, x0](const BrownianPath& path) {
-    const int n = 4096;
-    Batch x = x0, dw(x0.rows(), x0.cols()), integral(x0.rows(), x0.cols());
-    for (int i = 0; i < n; ++i) {
-      path.increment_and_time_integral(double(i) / n, double(i + 1) / n, 0, dw, integral);
-      ou.transition(x, 1.0 / n, dw, integral);
-    }
-    return x;
-  };
-}
-
-// A fine solve on the same path, for problems without a closed form.
-template <template <class> class Stepper, class Problem>
-auto fine_solve(const Problem& problem, const Batch& x0, int steps) {
-  return [&problem, x0, steps](const BrownianPath& path) {
-    Stepper<Batch> stepper;
-    Batch x = x0;
-    integrate(stepper, problem, uniform(0.0, 1.0, steps), x, path);
-    return x;
-  };
-}
-
-// Weak error of Euler-Maruyama on OU: |mean of X_T^h - E X_T| over many paths, against the exact mean.
-OrderRow weak_row(const OrnsteinUhlenbeck& ou, const OrdersOptions& options, std::vector<int> steps) {
-  const Index paths = 16384;
-  OrderRow row{.stepper = "euler_maruyama", .kind = "SDE weak", .problem = "OU mean, theta=2 sigma=0.1",
-               .declared = EulerMaruyama<Batch>::traits.weak_order, .steps = steps, .errors = {}, .paths = static_cast<int>(paths)};
-  const Batch x0 = Batch::Ones(paths, 1);
-  const BrownianPath path({.seed = options.seed + 1, .t0 = 0.0, .t1 = 1.0, .dims = 1});
-  const double exact_mean = ou.mean(Batch::Ones(1, 1), 0.0, 1.0)(0, 0);
+// The weak row: Euler-Maruyama's |mean of X_t1^h - E X_t1| over many paths.
+OrderRow weak_row(const order_cases::WeakCase& c, const OrdersOptions& options) {
+  if (c.stepper != EulerMaruyama<Batch>::traits.name)
+    throw std::invalid_argument(fmt::format("orders: no weak row for stepper {}", c.stepper));
+  OrderRow row{.stepper = std::string(c.stepper), .kind = "SDE weak", .problem = c.problem,
+               .declared = EulerMaruyama<Batch>::traits.weak_order, .steps = c.steps, .errors = {},
+               .paths = static_cast<int>(c.paths)};
+  const Batch x0 = Batch::Constant(c.paths, 1, c.x0);
+  const BrownianPath path({.seed = options.seed + c.seed_offset, .t0 = c.t0, .t1 = c.t1, .dims = 1});
+  const double exact_mean = c.ou.mean(Batch::Constant(1, 1, c.x0), c.t0, c.t1)(0, 0);
   std::vector<double> hs;
-  for (int n : steps) {
+  for (int n : c.steps) {
     EulerMaruyama<Batch> stepper;
     Batch x = x0;
-    integrate(stepper, ou, uniform(0.0, 1.0, n), x, path);
-    hs.push_back(1.0 / n);
+    integrate(stepper, c.ou, uniform_grid(c.t0, c.t1, n), x, path);
+    hs.push_back(std::abs(c.t1 - c.t0) / n);
     row.errors.push_back(std::abs(x.mean() - exact_mean));
   }
-  row.fitted = least_squares_slope(hs, row.errors);
+  row.fitted = fitted_slope(hs, row.errors);
   return row;
 }
 
@@ -161,55 +150,28 @@ OrderRow weak_row(const OrnsteinUhlenbeck& ou, const OrdersOptions& options, std
 
 std::vector<OrderRow> measure_orders(const OrdersOptions& options) {
   std::vector<OrderRow> rows;
-  const auto linear = LinearOde::damped_rotation();
-  const ModulatedLogisticOde logistic(PerSample::LinSpaced(3, 0.8, 1.6));
-  const std::vector<int> low{32, 64, 128, 256, 512, 1024}, mid{16, 32, 64, 128, 256, 512}, high{8, 16, 32, 64, 128, 256};
-  const std::string lin = "linear 3-D, t 2 -> 0", logi = "logistic, t 0 -> 4";
-  rows.push_back(ode_row<Euler>(lin, linear, 2.0, 0.0, low));
-  rows.push_back(ode_row<Heun>(lin, linear, 2.0, 0.0, low));
-  rows.push_back(ode_row<Midpoint>(lin, linear, 2.0, 0.0, low));
-  rows.push_back(ode_row<Rk4>(lin, linear, 2.0, 0.0, high));
-  rows.push_back(ode_row<Dopri5>(lin, linear, 2.0, 0.0, high));
-  rows.push_back(ode_row<Ab2>(lin, linear, 2.0, 0.0, mid));
-  rows.push_back(ode_row<Ab3>(lin, linear, 2.0, 0.0, mid));
-  rows.push_back(ode_row<Ab4>(lin, linear, 2.0, 0.0, mid));
-  rows.push_back(ode_row<Euler>(logi, logistic, 0.0, 4.0, low));
-  rows.push_back(ode_row<Heun>(logi, logistic, 0.0, 4.0, low));
-  rows.push_back(ode_row<Midpoint>(logi, logistic, 0.0, 4.0, low));
-  rows.push_back(ode_row<Rk4>(logi, logistic, 0.0, 4.0, {32, 64, 128, 256, 512}));
-  rows.push_back(ode_row<Dopri5>(logi, logistic, 0.0, 4.0, {32, 64, 128, 256, 512}));
-  rows.push_back(ode_row<Ab4>(logi, logistic, 0.0, 4.0, {64, 128, 256, 512, 1024}));
-
-  const int paths = options.paths;
-  const GeometricBrownianMotion gbm(1.0, 0.5), gbm_strat(1.0, 0.5, Calculus::stratonovich);
-  const Batch ones = Batch::Ones(paths, 2);
-  const std::vector<int> sde_steps{16, 32, 64, 128, 256, 512};
-  rows.push_back(strong_row<EulerMaruyama>("GBM mu=1 sigma=0.5 (Ito)", gbm, ones, options, sde_steps, exact_at_one(gbm, ones)));
-  rows.push_back(strong_row<Milstein>("GBM mu=1 sigma=0.5 (Ito)", gbm, ones, options, {8, 16, 32, 64, 128, 256},
-                                      exact_at_one(gbm, ones)));
-  rows.push_back(strong_row<StochasticHeun>("GBM mu=1 sigma=0.5 (Stratonovich)", gbm_strat, ones, options,
-                                            {8, 16, 32, 64, 128, 256}, exact_at_one(gbm_strat, ones)));
-  const OrnsteinUhlenbeck ou(2.0, 0.5, 0.8);
-  // Euler-Maruyama is strong order 1 for additive noise (Kloeden & Platen 1992, Sec. 10.2).
-  rows.push_back(strong_row<EulerMaruyama>("OU theta=2 sigma=0.8 (additive)", ou, ones, options, {8, 16, 32, 64, 128, 256},
-                                           ou_exact(ou, ones), 1.0));
-  const AdditiveNonlinearSde additive(Eigen::ArrayXd::LinSpaced(2, 1.6, 0.8));
-  const Batch zeros = Batch::Zero(paths, 2);
-  rows.push_back(strong_row<Sra1>("nonlinear additive (fine SRA1 ref.)", additive, zeros, options, {8, 16, 32, 64, 128},
-                                  fine_solve<Sra1>(additive, zeros, 2048)));
-  rows.push_back(weak_row(OrnsteinUhlenbeck(2.0, 0.0, 0.1), options, {4, 8, 16, 32, 64}));
+  order_cases::for_each_ode_case([&](const order_cases::OdeCase& c, const auto& problem, const Batch& x0) {
+    with_stepper<Euler, Heun, Midpoint, Rk4, Dopri5, Ab2, Ab3, Ab4>(
+        c.stepper, [&]<template <class> class Stepper>() { rows.push_back(ode_row<Stepper>(c, problem, x0)); });
+  });
+  order_cases::for_each_strong_case(options.paths, [&](const order_cases::StrongCase& c, const auto& problem, const Batch& x0) {
+    with_stepper<EulerMaruyama, Milstein, StochasticHeun, Sra1>(
+        c.stepper, [&]<template <class> class Stepper>() { rows.push_back(strong_row<Stepper>(c, problem, x0, options)); });
+  });
+  rows.push_back(weak_row(order_cases::WeakCase{}, options));
   return rows;
 }
 
 std::vector<ToleranceRow> measure_adaptive(const OrdersOptions&) {
   std::vector<ToleranceRow> rows;
   const auto linear = LinearOde::damped_rotation();
-  const Batch x0 = ode_initial_state();
-  const Batch exact = linear.exact(x0, 0.0, 5.0);
+  const Batch x0 = order_cases::linear_initial_state();
+  const double t0 = order_cases::adaptive_t0, t1 = order_cases::adaptive_t1;
+  const Batch exact = linear.exact(x0, t0, t1);
   for (double tol : {1e-3, 1e-5, 1e-7, 1e-9}) {
     Dopri5<Batch> stepper;
     Batch x = x0;
-    const auto stats = integrate_adaptive(stepper, linear, 0.0, 5.0, x, AdaptiveOptions{.rtol = tol, .atol = tol});
+    const auto stats = integrate_adaptive(stepper, linear, t0, t1, x, AdaptiveOptions{.rtol = tol, .atol = tol});
     rows.push_back({tol, (x - exact).abs().maxCoeff(), stats.steps, stats.rejected, stats.nfe});
   }
   return rows;

@@ -1,5 +1,6 @@
 // The orders table: every stepper on the problems with known solutions, its declared order beside
-// the least-squares slope of log(error) against log(h) measured here.
+// the least-squares slope of log(error) against log(h) measured here (core/slope_fit.hpp). The
+// cases are problems/order_cases.hpp's, which tests/experiments/orders_test.cpp asserts.
 #pragma once
 
 #include <iosfwd>

@@ -2,6 +2,7 @@
 // independence (bitwise), the batch norm, and failures recorded with sample, step and time.
 #include "problems/linear_ode.hpp"
 #include "problems/nonlinear_ode.hpp"
+#include "problems/order_cases.hpp"
 #include "solvers/adaptive.hpp"
 #include "solvers/ode/dopri5.hpp"
 
@@ -14,14 +15,8 @@
 namespace diffode {
 namespace {
 
-Batch linear_batch() {
-  Batch x0(4, 3);
-  x0 << 1.0, 0.0, 0.5,
-        -0.3, 0.8, 1.0,
-         2.0, -1.0, 0.0,
-         0.1, 0.2, -0.7;
-  return x0;
-}
+// The linear problem's initial batch, the one the orders table measures (problems/order_cases.hpp).
+Batch linear_batch() { return order_cases::linear_initial_state(); }
 
 ModulatedLogisticOde logistic_problem() {
   PerSample rates(3);
@@ -64,7 +59,10 @@ void expect_tolerance_proportionality(double t0, double t1) {
   std::printf("  worst scaled error = %.2f\n", worst_ratio);
 }
 
-TEST(Adaptive, ErrorFollowsTheToleranceForward) { expect_tolerance_proportionality(0.0, 5.0); }
+// The orders table's adaptive ladder is this run at every other tolerance.
+TEST(Adaptive, ErrorFollowsTheToleranceForward) {
+  expect_tolerance_proportionality(order_cases::adaptive_t0, order_cases::adaptive_t1);
+}
 TEST(Adaptive, ErrorFollowsTheToleranceBackward) { expect_tolerance_proportionality(5.0, 0.5); }
 
 // The logistic problem with rate 4 swings x close to 0 and 1 and back; its sensitivity to earlier

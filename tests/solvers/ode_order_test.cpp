@@ -2,6 +2,7 @@
 // backward in time, and the Dormand-Prince tableau checked as data.
 #include "problems/linear_ode.hpp"
 #include "problems/nonlinear_ode.hpp"
+#include "problems/order_cases.hpp"
 #include "solvers/integrate.hpp"
 #include "solvers/ode/adams_bashforth.hpp"
 #include "solvers/ode/dopri5.hpp"
@@ -30,14 +31,8 @@ using Ab3 = AdamsBashforth<S, 3>;
 template <class S>
 using Ab4 = AdamsBashforth<S, 4>;
 
-Batch initial_batch() {
-  Batch x0(4, 3);
-  x0 << 1.0, 0.0, 0.5,
-        -0.3, 0.8, 1.0,
-         2.0, -1.0, 0.0,
-         0.1, 0.2, -0.7;
-  return x0;
-}
+// The linear problem's initial batch, the one the orders table measures (problems/order_cases.hpp).
+Batch initial_batch() { return order_cases::linear_initial_state(); }
 
 // Inside (0, 1), where the logistic solution stays bounded.
 Batch logistic_initial_batch() {
