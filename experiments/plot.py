@@ -402,6 +402,23 @@ def best_near_target(sweep, rows, metric, floor=None):
     return sorted(table)
 
 
+ORDER_METRICS = ("error_rms", "error_median", "strong_error", "strong_error_median", "ll_error")
+
+
+def orders_table(sweep, problem):
+    """Every fitted order of the problem (/orders), one row per variant, one column per metric."""
+    variants = sorted({variant for (p, variant, _) in sweep.orders if p == problem})
+    metrics = [m for m in ORDER_METRICS if any((problem, v, m) in sweep.orders for v in variants)]
+    if not variants:
+        return []
+    lines = ["### Fitted orders along the steps axis (every variant)", "",
+             "| variant | " + " | ".join(metrics) + " |", "|---|" + "---:|" * len(metrics)]
+    for variant in variants:
+        cells = [f"{sweep.order(problem, variant, m):.2f}" if np.isfinite(sweep.order(problem, variant, m)) else "-" for m in metrics]
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def markdown(sweep, md_dir, written, top=None):
     """The summary tables, every variant in full (top=N keeps the N best of each)."""
     lines = [f"# Sweep {sweep.attrs.get('name', os.path.basename(sweep.path))}", ""]
@@ -445,6 +462,7 @@ def markdown(sweep, md_dir, written, top=None):
                 order = sweep.order(problem, variant, "ll_error")
                 lines.append(f"| {variant} | {nfe:.0f} | {value:.3g} | " + (f"{order:.2f} |" if np.isfinite(order) else "- |"))
             lines.append("")
+        lines += orders_table(sweep, problem)
         for path in written.get(problem, []):
             rel = os.path.relpath(path, md_dir).replace(os.sep, "/")
             lines.append(f"![{os.path.basename(path)}]({rel})")
