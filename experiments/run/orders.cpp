@@ -29,12 +29,6 @@ namespace {
 
 using order_cases::uniform_grid;
 
-template <class S>
-using Ab2 = AdamsBashforth<S, 2>;
-template <class S>
-using Ab3 = AdamsBashforth<S, 3>;
-template <class S>
-using Ab4 = AdamsBashforth<S, 4>;
 
 // Calls f.template operator()<Stepper>() for the stepper among the listed ones whose traits carry
 // `name`: the cases in problems/order_cases.hpp name their steppers, this layer knows the types.
@@ -151,7 +145,7 @@ OrderRow weak_row(const order_cases::WeakCase& c, const OrdersOptions& options) 
 std::vector<OrderRow> measure_orders(const OrdersOptions& options) {
   std::vector<OrderRow> rows;
   order_cases::for_each_ode_case([&](const order_cases::OdeCase& c, const auto& problem, const Batch& x0) {
-    with_stepper<Euler, Heun, Midpoint, Rk4, Dopri5, Ab2, Ab3, Ab4>(
+    with_stepper<Euler, Heun, Midpoint, Rk4, Dopri5, AdamsBashforth2, AdamsBashforth3, AdamsBashforth4>(
         c.stepper, [&]<template <class> class Stepper>() { rows.push_back(ode_row<Stepper>(c, problem, x0)); });
   });
   order_cases::for_each_strong_case(options.paths, [&](const order_cases::StrongCase& c, const auto& problem, const Batch& x0) {

@@ -112,4 +112,15 @@ class AdamsBashforth {
   Rk4<State> rk4_;
 };
 
+// Each order as a stepper template of the state alone, for code that takes
+// `template <class> class Stepper` (the registry, the order tests and table).
+template <class State>
+using AdamsBashforth1 = AdamsBashforth<State, 1>;
+template <class State>
+using AdamsBashforth2 = AdamsBashforth<State, 2>;
+template <class State>
+using AdamsBashforth3 = AdamsBashforth<State, 3>;
+template <class State>
+using AdamsBashforth4 = AdamsBashforth<State, 4>;
+
 }  // namespace diffode

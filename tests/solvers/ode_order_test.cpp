@@ -22,14 +22,6 @@
 namespace diffode {
 namespace {
 
-template <class S>
-using Ab1 = AdamsBashforth<S, 1>;
-template <class S>
-using Ab2 = AdamsBashforth<S, 2>;
-template <class S>
-using Ab3 = AdamsBashforth<S, 3>;
-template <class S>
-using Ab4 = AdamsBashforth<S, 4>;
 
 // The linear problem's initial batch, the one the orders table measures (problems/order_cases.hpp).
 Batch initial_batch() { return order_cases::linear_initial_state(); }
@@ -129,10 +121,10 @@ TEST(OdeOrder, Rk4IsFourthOrder) {
 TEST(OdeOrder, Dopri5FixedStepIsFifthOrder) {
   expect_declared_order<Dopri5>({8, 12, 16, 24, 32, 48}, {24, 32, 48, 64, 96});
 }
-TEST(OdeOrder, AdamsBashforth1IsFirstOrder) { expect_declared_order<Ab1>({64, 128, 256, 512, 1024}); }
-TEST(OdeOrder, AdamsBashforth2IsSecondOrder) { expect_declared_order<Ab2>({64, 128, 256, 512, 1024}); }
-TEST(OdeOrder, AdamsBashforth3IsThirdOrder) { expect_declared_order<Ab3>({64, 128, 256, 512, 1024}); }
-TEST(OdeOrder, AdamsBashforth4IsFourthOrder) { expect_declared_order<Ab4>({64, 96, 128, 192, 256}); }
+TEST(OdeOrder, AdamsBashforth1IsFirstOrder) { expect_declared_order<AdamsBashforth1>({64, 128, 256, 512, 1024}); }
+TEST(OdeOrder, AdamsBashforth2IsSecondOrder) { expect_declared_order<AdamsBashforth2>({64, 128, 256, 512, 1024}); }
+TEST(OdeOrder, AdamsBashforth3IsThirdOrder) { expect_declared_order<AdamsBashforth3>({64, 128, 256, 512, 1024}); }
+TEST(OdeOrder, AdamsBashforth4IsFourthOrder) { expect_declared_order<AdamsBashforth4>({64, 96, 128, 192, 256}); }
 
 // Variable-step Adams-Bashforth keeps its order on a smoothly non-uniform grid, in both directions.
 template <template <class> class Stepper>
@@ -148,9 +140,9 @@ void expect_order_on_nonuniform_grid(const std::vector<int>& steps) {
 }
 
 TEST(OdeOrder, AdamsBashforthKeepsItsOrderOnNonUniformGrids) {
-  expect_order_on_nonuniform_grid<Ab2>({64, 128, 256, 512, 1024});
-  expect_order_on_nonuniform_grid<Ab3>({64, 128, 256, 512, 1024});
-  expect_order_on_nonuniform_grid<Ab4>({64, 96, 128, 192, 256});
+  expect_order_on_nonuniform_grid<AdamsBashforth2>({64, 128, 256, 512, 1024});
+  expect_order_on_nonuniform_grid<AdamsBashforth3>({64, 128, 256, 512, 1024});
+  expect_order_on_nonuniform_grid<AdamsBashforth4>({64, 96, 128, 192, 256});
 }
 
 // On a uniform grid the variable-step weights reduce to the textbook constant ones

@@ -6,6 +6,7 @@
 #include "solvers/ode/odeint.hpp"
 
 #include "problems/linear_ode.hpp"
+#include "problems/order_cases.hpp"
 #include "problems/nonlinear_ode.hpp"
 #include "problems/ornstein_uhlenbeck.hpp"
 #include "solvers/adaptive.hpp"
@@ -44,14 +45,7 @@ OdeintOptions options_for(const Variant& v, double tol) {
   return o;
 }
 
-Batch linear_batch() {
-  Batch x0(4, 3);
-  x0 << 1.0, 0.0, 0.5,
-        -0.3, 0.8, 1.0,
-         2.0, -1.0, 0.0,
-         0.1, 0.2, -0.7;
-  return x0;
-}
+Batch linear_batch() { return order_cases::linear_initial_state(); }
 
 ModulatedLogisticOde logistic_problem() {
   PerSample rates(3);

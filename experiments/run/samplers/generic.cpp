@@ -65,14 +65,6 @@ void add_ode(Registry& r, std::string name, std::string summary) {
                }});
 }
 
-template <class S>
-using Ab1 = AdamsBashforth<S, 1>;
-template <class S>
-using Ab2 = AdamsBashforth<S, 2>;
-template <class S>
-using Ab3 = AdamsBashforth<S, 3>;
-template <class S>
-using Ab4 = AdamsBashforth<S, 4>;
 
 void add_adams_bashforth(Registry& r) {
   r.push_back({"ode_adams_bashforth", "generic_ode",
@@ -81,10 +73,10 @@ void add_adams_bashforth(Registry& r) {
                [](ConfigTable& o) {
                  const bool log_sigma = o.string("variable") == "log_sigma";
                  const auto order = o.integer("order");
-                 SamplerRunner run = order == 1 ? fixed_step<Ab1>(log_sigma)
-                                     : order == 2 ? fixed_step<Ab2>(log_sigma)
-                                     : order == 3 ? fixed_step<Ab3>(log_sigma)
-                                                  : fixed_step<Ab4>(log_sigma);
+                 SamplerRunner run = order == 1 ? fixed_step<AdamsBashforth1>(log_sigma)
+                                     : order == 2 ? fixed_step<AdamsBashforth2>(log_sigma)
+                                     : order == 3 ? fixed_step<AdamsBashforth3>(log_sigma)
+                                                  : fixed_step<AdamsBashforth4>(log_sigma);
                  return ConfiguredSampler{.run = run, .steps_to_zero = false};
                }});
 }
