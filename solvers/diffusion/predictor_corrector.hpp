@@ -11,6 +11,9 @@
 //          x_mean = x + eps g,  x = x_mean + sqrt(2 eps) z                       (Algorithm 4/5)
 //   2. the predictor: one step of a discretized reverse SDE from t_i to t_{i+1}.
 // Each costs one score evaluation: one corrector step per level means 2 evaluations per level.
+// Without a predictor the corrector alone carries the samples down, so its levels are t_1, ..., t_N
+// instead: step i runs the Langevin steps at t_{i+1}, the level it arrives at (x_T, drawn at t_0,
+// needs none), and the grid's last point is corrected, as NCSN's smallest sigma is.
 //
 // The predictors, in the process's own x and t. The discretization of the forward process between
 // s = t_{i+1} and t = t_i that Song et al. reverse (eq. 45) is here the exact Gaussian kernel
@@ -80,7 +83,7 @@ enum class LangevinNorm { per_sample, batch_mean };
 //                       and the chain is stable at every level for r < 2 (for a level whose law is
 //                       about N(0, sigma_i^2)). NCSN's CIFAR-10 setting, epsilon = 2e-5 with
 //                       sigma_L = 0.01, is r = 0.2. With no predictor this is NCSN's sampler itself
-//                       on the grid's levels, for VE exactly as published.
+//                       on the grid's levels after the first, for VE exactly as published.
 enum class PcCorrector { langevin, annealed_langevin };
 
 struct PcOptions {
@@ -209,9 +212,14 @@ IntegrationStats sample_pc(const DiffusionScore<State>& score, State& x, std::sp
     const auto kernel = detail::forward_kernel(process, t, t_next);
 
     // Corrector: Langevin steps at p_t with step 2 a_i (r ||z|| / ||g||)^2 (Algorithm 5, lines 6-9).
+    // Without a predictor nothing else carries the samples from t to t_next, so the chain runs at
+    // the level it arrives at, t_next: the grid's last point is then a Langevin level, as NCSN's
+    // smallest sigma is (Song & Ermon 2019, Algorithm 1), and the state reported at t_next is a
+    // sample of p_{t_next} (at t it would be one level too noisy).
+    const double level = options.predictor == PcPredictor::none ? t_next : t;
     for (int j = 0; j < options.corrector_steps; ++j) {
       ++stats.nfe;
-      score(x, t, g);
+      score(x, level, g);
       noise->corrector_normal(t, t_next, j, options.corrector_steps, x, z);
       // Per-sample RMS = norm / sqrt(D): the sqrt(D) cancels in the ratio.
       PerSample z_norm = StateOps<State>::scalars_to_host(Ops::error_ratio(z, z, z, 0.0, 1.0));
@@ -222,7 +230,7 @@ IntegrationStats sample_pc(const DiffusionScore<State>& score, State& x, std::sp
       }
       const PerSample step = options.corrector == PcCorrector::langevin
                                  ? PerSample(2.0 * kernel.a * kernel.a * (options.snr * z_norm / g_norm).square())
-                                 : PerSample::Constant(z_norm.size(), 0.5 * options.step_ratio * std::pow(process.sigma(t), 2));
+                                 : PerSample::Constant(z_norm.size(), 0.5 * options.step_ratio * std::pow(process.sigma(level), 2));
       const PerSample noise_scale = (2.0 * step).sqrt();
       Ops::update(x_mean, x, StateOps<State>::scalars_from_host(step, x), {{1.0, g}});
       Ops::update(x, x_mean, StateOps<State>::scalars_from_host(noise_scale, x), {{1.0, z}});
