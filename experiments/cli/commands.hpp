@@ -2,26 +2,39 @@
 // config, runs, writes, and returns the exit code (docs/config.md lists every key).
 //   0    success
 //   1    a run failed numerically (recorded in the results file; the reason also on stderr)
-//   2    bad input: config, data file or command line (nothing written)
+//   2    bad input: config, data file, output path or command line (nothing written; an earlier
+//        output is left as it was), found before any work, or an output that could not take the
+//        results after all (the device filled meanwhile)
 //   130  interrupted (sweep: finished runs are kept)
 #pragma once
 
 #include "experiments/run/provenance.hpp"
 
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <string>
 
 namespace diffode {
 
+// The provenance of a run, collected only once the input has been accepted (it runs git: a refused
+// input costs nothing), so its start time is the run's. A Provenance given as it is works too.
+using ProvenanceSource = std::function<Provenance()>;
+
 // `diffode sample CONFIG.toml`: one sampler on one problem into one HDF5 file. Output: /samples
 // (N x D, x at the end), /initial (x_T), /grid/t, /grid/sigma, /trajectory/step_XXXX with
 // [run] save_trajectory; root attributes config, sampler, status, failure, nfe, seed and the provenance.
-int run_sample_command(const std::filesystem::path& config, const Provenance& provenance, int threads = 1);
+int run_sample_command(const std::filesystem::path& config, const ProvenanceSource& provenance, int threads = 1);
+inline int run_sample_command(const std::filesystem::path& config, const Provenance& provenance, int threads = 1) {
+  return run_sample_command(config, ProvenanceSource([provenance] { return provenance; }), threads);
+}
 std::string sample_config_help();
 
 // `diffode likelihood CONFIG.toml`: log-likelihoods by the probability-flow ODE (run/likelihood.hpp).
-int run_likelihood_command(const std::filesystem::path& config, const Provenance& provenance, int threads = 1);
+int run_likelihood_command(const std::filesystem::path& config, const ProvenanceSource& provenance, int threads = 1);
+inline int run_likelihood_command(const std::filesystem::path& config, const Provenance& provenance, int threads = 1) {
+  return run_likelihood_command(config, ProvenanceSource([provenance] { return provenance; }), threads);
+}
 std::string likelihood_config_help();
 
 struct SweepOptions {
@@ -34,7 +47,10 @@ struct SweepOptions {
 };
 // `diffode sweep CONFIG.toml` (sweep/driver.hpp): 0 every run of this invocation ok, 1 one failed
 // (recorded; the sweep went on), 2 bad config (nothing written), 130 interrupted.
-int run_sweep_command(const std::filesystem::path& config, const Provenance& provenance, const SweepOptions& options);
+int run_sweep_command(const std::filesystem::path& config, const ProvenanceSource& provenance, const SweepOptions& options);
+inline int run_sweep_command(const std::filesystem::path& config, const Provenance& provenance, const SweepOptions& options) {
+  return run_sweep_command(config, ProvenanceSource([provenance] { return provenance; }), options);
+}
 std::string sweep_config_help();
 
 // `diffode orders`: the orders tables into out_dir (orders.md, orders.csv).

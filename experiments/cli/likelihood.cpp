@@ -24,6 +24,7 @@ struct LikelihoodRun {
   LikelihoodSetup setup;
   LikelihoodData data;
   std::string config_text, output;
+  std::string output_key;  // "file:line: output.file", for an error writing the results
 };
 
 // Everything is read and checked, the data included, before any work: a bad config writes nothing.
@@ -32,6 +33,7 @@ LikelihoodRun read_likelihood_run(const std::filesystem::path& config_path) {
   const Config config(config_path);
   run.config_text = config.text();
   ConfigTable root = config.root();
+  reject_undeclared_keys(root, {&process_schema(), &model_schema(), &data_schema(), &likelihood_schema(), &output_schema()});
   run.process = read_process(root.table("process"));
   run.mixture = std::make_unique<GaussianMixture>(read_mixture(root.table("model")));
   run.data = read_likelihood_data(root.table("data"), *run.process, *run.mixture);
@@ -41,7 +43,10 @@ LikelihoodRun read_likelihood_run(const std::filesystem::path& config_path) {
   run.output = out.string("file");
   out.finish();
   root.finish();
-  check_output_path(out, "file", run.output);
+  // Per point: the data, x_T and a dozen result columns.
+  check_output_path(out, "file", run.output,
+                    8.0 * static_cast<double>(run.data.x.rows()) * (2.0 * static_cast<double>(run.data.x.cols()) + 12.0) + (1 << 16));
+  run.output_key = out.where("file");
   return run;
 }
 
@@ -140,7 +145,7 @@ void print_result(const LikelihoodRun& run, const LikelihoodResult& r) {
 
 }  // namespace
 
-int run_likelihood_command(const std::filesystem::path& config_path, const Provenance& provenance, int threads) {
+int run_likelihood_command(const std::filesystem::path& config_path, const ProvenanceSource& provenance_source, int threads) {
   LikelihoodRun run;
   try {
     run = read_likelihood_run(config_path);
@@ -148,6 +153,7 @@ int run_likelihood_command(const std::filesystem::path& config_path, const Prove
     std::cerr << "diffode likelihood: " << e.what() << "\n";
     return 2;
   }
+  const Provenance provenance = provenance_source();
   LikelihoodResult r;
   try {
     r = evaluate_log_likelihood(run.setup, *run.process, *run.mixture, run.data.x, std::max(1, threads));
@@ -159,8 +165,10 @@ int run_likelihood_command(const std::filesystem::path& config_path, const Prove
   try {
     write_atomically(run.output, [&](Hdf5File& h5) { write_likelihood_file(h5, run, r, provenance); });
   } catch (const std::exception& e) {
-    std::cerr << fmt::format("diffode likelihood: cannot write the results: {}\n", e.what());
-    return 1;
+    // The output checked writable but could not take the file: still the output's fault, and
+    // nothing is left behind.
+    std::cerr << fmt::format("diffode likelihood: {}: cannot write the results: {}\n", run.output_key, e.what());
+    return 2;
   }
   if (r.log_p.size() != run.data.x.rows()) {
     std::cerr << fmt::format("diffode likelihood: FAILED: {} ({} written without results)\n", r.stats.failure, run.output);
@@ -179,7 +187,8 @@ std::string likelihood_config_help() {
          "delta_log_p, exact_log_p, error (log_p - exact_log_p), x_T; /summary attributes mean_log_p, mean_log_p_std_error,\n"
          "mean_bits_per_dim, mean_bits_per_dim_std_error, mean_exact_log_p, ll_error, ll_bias, ll_std_error (nats/dim),\n"
          "max_abs_error_per_dim, nfe_mean, nfe_max; root attributes config, status, failure, data and the provenance.\n"
-         "Exit: 0 done, 1 the solve failed for some point (recorded in the file), 2 bad input.";
+         "Exit: 0 done, 1 the solve failed for some point (recorded in the file), 2 bad input (nothing written; an earlier\n"
+         "file at the output is left as it was).";
 }
 
 const TableSchema& likelihood_output_schema() { return output_schema(); }

@@ -1,6 +1,7 @@
 // `diffode orders`: fit every stepper's order on the known-solution problems; write the tables.
 #include "experiments/cli/commands.hpp"
 #include "experiments/run/orders.hpp"
+#include "experiments/run/output.hpp"
 
 #include <fmt/format.h>
 
@@ -11,6 +12,13 @@
 namespace diffode {
 
 int run_orders_command(const OrdersOptions& options, const std::filesystem::path& out_dir, const std::string& command) {
+  // The folder is checked before the measurement, which takes minutes.
+  try {
+    check_output_folder("--out", out_dir);
+  } catch (const ConfigError& e) {
+    std::cerr << "diffode orders: " << e.what() << "\n";
+    return 2;
+  }
   const auto rows = measure_orders(options);
   const auto adaptive = measure_adaptive(options);
   print_orders(std::cout, rows);

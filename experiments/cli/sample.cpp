@@ -35,32 +35,43 @@ std::string sample_config_help() {
          schema_help({&process_schema(), &model_schema(), &grid_schema(), &sampler_table_schema(), &run_schema()}) +
          "Output HDF5: /samples, /initial, /grid/t, /grid/sigma, /trajectory/step_NNNN; root attributes config, sampler,\n"
          "status, failure, nfe, seed, command_line, commit, versions, host, start_time.\n"
-         "Exit: 0 done, 1 the run failed numerically (recorded in the file), 2 bad input.";
+         "Exit: 0 done, 1 the run failed numerically (recorded in the file), 2 bad input (nothing written; an earlier file\n"
+         "at the output is left as it was).";
 }
 
-int run_sample_command(const std::filesystem::path& config_path, const Provenance& provenance, int threads) {
+int run_sample_command(const std::filesystem::path& config_path, const ProvenanceSource& provenance_source, int threads) {
   // Everything is read and checked before any work: a bad config writes nothing.
   SamplingSetup setup;
-  std::string config_text;
+  std::string config_text, output_key;
   try {
     const Config config(config_path);
     config_text = config.text();
     ConfigTable root = config.root();
+    reject_undeclared_keys(root, {&process_schema(), &model_schema(), &grid_schema(), &sampler_table_schema(), &run_schema()});
     setup = read_sampling_setup(root);
     root.finish();
-    if (setup.run.task != "sample") root.table("run").fail("task", "diffode sample samples; use diffode likelihood for likelihoods");
-    if (setup.run.output.empty()) root.table("run").fail("output", "missing (diffode sample needs the results file's path)");
-    check_output_path(root.table("run"), "output", setup.run.output);
+    ConfigTable run = root.table("run");
+    if (setup.run.task != "sample") run.fail("task", "diffode sample samples; use diffode likelihood for likelihoods");
+    if (run.has("save_samples")) run.fail("save_samples", "diffode sample always writes the samples (save_samples is a sweep's)");
+    if (setup.run.output.empty()) run.fail("output", "missing (diffode sample needs the results file's path)");
+    // The file holds x_T, the samples, the grid and, with save_trajectory, every step's state.
+    const double states = 2.0 + (setup.run.save_trajectory ? static_cast<double>(setup.grid.t.size()) : 0.0);
+    check_output_path(run, "output", setup.run.output,
+                      8.0 * static_cast<double>(setup.samples()) * static_cast<double>(setup.dims()) * states + (1 << 16));
+    output_key = run.where("output");
   } catch (const ConfigError& e) {
     std::cerr << "diffode sample: " << e.what() << "\n";
     return 2;
   }
+  const Provenance provenance = provenance_source();
   const SamplingOutcome result = run_sampling(setup, initial_noise(setup), threads);
   try {
     write_atomically(setup.run.output, [&](Hdf5File& out) { write_sample_file(out, setup, result, config_text, provenance); });
   } catch (const std::exception& e) {
-    std::cerr << fmt::format("diffode sample: cannot write {}: {}\n", setup.run.output, e.what());
-    return 1;
+    // The output checked writable but could not take the file (the device filled meanwhile, ...):
+    // still the output's fault, and nothing is left behind.
+    std::cerr << fmt::format("diffode sample: {}: cannot write the results: {}\n", output_key, e.what());
+    return 2;
   }
   std::cout << fmt::format("{}: {} samples, {} steps, nfe {}, {} -> {}\n", setup.sampler.name, result.samples.rows(), setup.grid.steps(),
                            result.nfe, result.failed ? "FAILED: " + result.failure : "ok", setup.run.output);

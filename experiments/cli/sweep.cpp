@@ -9,10 +9,10 @@
 
 namespace diffode {
 
-int run_sweep_command(const std::filesystem::path& config_path, const Provenance& provenance, const SweepOptions& options) {
+int run_sweep_command(const std::filesystem::path& config_path, const ProvenanceSource& provenance, const SweepOptions& options) {
   SweepPlan plan;
   try {
-    plan = plan_and_validate(config_path, options.output);
+    plan = plan_and_validate(config_path, options.output, options.fresh);
   } catch (const ConfigError& e) {
     if (is_lead_rank()) std::cerr << "diffode sweep: " << e.what() << "\n";
     return 2;
@@ -22,7 +22,7 @@ int run_sweep_command(const std::filesystem::path& config_path, const Provenance
       for (const RunSpec& run : plan.runs) std::cout << fmt::format("{:>5} {} {} | {}\n", run.index, run.id, run.problem, run.variant);
     return 0;
   }
-  return run_sweep(plan, provenance,
+  return run_sweep(plan, provenance(),
                    {.threads = options.threads, .fresh = options.fresh, .retry_failed = options.retry_failed, .max_runs = options.max_runs});
 }
 

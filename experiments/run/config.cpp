@@ -174,14 +174,32 @@ ConfigTable ConfigTable::table(std::string_view key) {
   return ConfigTable(*node->as_table(), child_path, file_, lines_);
 }
 
+std::string ConfigTable::unknown_key_message(std::string_view key, const std::vector<std::string>& known) const {
+  return fmt::format("{}: unknown key (this table takes: {})", where(key), known.empty() ? "nothing" : fmt::format("{}", fmt::join(known, ", ")));
+}
+
 void ConfigTable::finish() const {
   for (const auto& [key, node] : *table_) {
-    if (!read_.contains(key.str())) {
-      std::vector<std::string> known = schema_ ? schema_->key_names() : std::vector<std::string>(read_.begin(), read_.end());
-      throw ConfigError(fmt::format("{}:{}: {}: unknown key (this table takes: {})", file_, line_of(&node, key.str()), full_path(key.str()),
-                                    known.empty() ? "nothing" : fmt::format("{}", fmt::join(known, ", "))));
-    }
+    if (read_.contains(key.str())) continue;
+    if (schema_ && schema_->find(key.str()))
+      fail(key.str(), "not used with the other keys given (docs/config.md says where this key applies)");
+    throw ConfigError(unknown_key_message(key.str(), schema_ ? schema_->key_names() : std::vector<std::string>(read_.begin(), read_.end())));
   }
+}
+
+std::vector<std::pair<int, std::string>> ConfigTable::undeclared(const std::vector<std::string>& declared) const {
+  std::vector<std::pair<int, std::string>> out;
+  for (const auto& [key, node] : *table_)
+    if (std::find(declared.begin(), declared.end(), key.str()) == declared.end())
+      out.emplace_back(line_of(&node, key.str()), unknown_key_message(key.str(), declared));
+  std::stable_sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  return out;
+}
+
+std::optional<ConfigTable> ConfigTable::peek(std::string_view key) const {
+  const toml::node* node = table_->get(key);
+  if (!node || !node->is_table()) return std::nullopt;
+  return ConfigTable(*node->as_table(), full_path(key), file_, lines_);
 }
 
 namespace {
@@ -233,6 +251,7 @@ toml::table parse(const std::string& text, const std::string& name) {
 }  // namespace
 
 Config::Config(const std::filesystem::path& path) : name_(path.string()) {
+  if (path.empty()) throw ConfigError("the config path is empty: name a TOML config file");
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) throw ConfigError(fmt::format("{}: no such config file", name_));
   if (!std::filesystem::is_regular_file(path, ec)) throw ConfigError(fmt::format("{}: not a file", name_));

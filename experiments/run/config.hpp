@@ -58,18 +58,30 @@ class ConfigTable {
 
   // Throws for every key that was never read: a misspelt or unsupported option.
   void finish() const;
+  // The keys of this table that `declared` does not name, as (line, message) in file order: checked
+  // before any value is read, so that a misspelt key is reported as itself and not first read as
+  // the default of the key it was meant to be (e.g. a misspelt `solver`, taken as "dopri5", would
+  // otherwise surface as an error about `steps`).
+  std::vector<std::pair<int, std::string>> undeclared(const std::vector<std::string>& declared) const;
+  // A sub-table, without marking it read; nullopt when absent or not a table.
+  std::optional<ConfigTable> peek(std::string_view key) const;
+  // The line of a key's value (0: unknown).
+  int line(std::string_view key) const { return line_of(table_->get(key), key); }
 
   // "file:line: key.path" for messages about a key's value.
   std::string where(std::string_view key) const;
   [[noreturn]] void fail(std::string_view key, const std::string& what) const;
 
   const std::string& key_path() const { return path_; }
+  // The table itself, for checks across keys; reading through it marks nothing read.
+  const toml::table& raw() const { return *table_; }
 
  private:
   const toml::node* lookup(std::string_view key);
   const KeySpec* spec(std::string_view key) const;
   std::string full_path(std::string_view key) const;
   int line_of(const toml::node* node, std::string_view key) const;  // 0: unknown
+  std::string unknown_key_message(std::string_view key, const std::vector<std::string>& known) const;
   const toml::table* table_;
   std::string path_, file_;
   std::shared_ptr<const SourceLines> lines_;

@@ -5,6 +5,8 @@
 
 #include <fmt/format.h>
 
+#include <cmath>
+
 namespace diffode {
 namespace {
 
@@ -16,7 +18,10 @@ bool listed(const std::string& schedule) { return schedule == "file" || schedule
 void read_listed_points(ConfigTable& t, GridSpec& g) {
   const std::string file = t.string("file");
   g.source = file;
-  if (!std::filesystem::exists(file)) t.fail("file", fmt::format("no such file: {}", file));
+  std::error_code ec;
+  if (!std::filesystem::exists(file, ec)) t.fail("file", fmt::format("no such file: {}", file));
+  // A FIFO would block the read, a device (/dev/zero) never end it: files only.
+  if (!std::filesystem::is_regular_file(file, ec)) t.fail("file", fmt::format("{} is not a regular file", file));
   if (g.schedule == "file") {
     for (const char* key : {"dataset", "variable"})
       if (t.has(key)) t.fail(key, "only for schedule = \"hdf5\"");
@@ -87,6 +92,16 @@ GridSpec read_grid_spec(ConfigTable t) {
 
 TimeGrid GridSpec::build(const Process& process) const {
   if (steps) return build(process, *steps);
+  // Errors name the list's source (the file, and the dataset).
+  try {
+    return build_listed(process);
+  } catch (const std::exception& e) {
+    const std::string what = e.what();
+    throw std::invalid_argument(what.find(source) != std::string::npos ? what : fmt::format("{}: {}", source, what));
+  }
+}
+
+TimeGrid GridSpec::build_listed(const Process& process) const {
   if (schedule == "file") return read_time_grid(source, process, final_step);
   if (!listed_sigma) return time_grid_from_list(process, listed, final_step, source);
   // A scale-free sigma list: used as given, so another implementation's run replays exactly; it must
@@ -116,13 +131,31 @@ TimeGrid GridSpec::build(const Process& process, int n) const {
   throw std::logic_error(fmt::format("GridSpec::build: schedule '{}' lists its points", schedule));
 }
 
-TimeGrid read_grid(ConfigTable t, const Process& process) {
-  const GridSpec spec = read_grid_spec(t);
+TimeGrid build_sampling_grid(const GridSpec& spec, const Process& process, std::optional<int> steps) {
+  TimeGrid grid = steps ? spec.build(process, *steps) : spec.build(process);
+  if (!grid.sigma.empty() && !std::isfinite(grid.sigma.front()))
+    throw std::invalid_argument(fmt::format("the {} grid on {} starts at T = {}, where alpha = 0 and sigma~ = sigma / alpha is infinite: no "
+                                            "sampler can start there; take [process] t_max below {}",
+                                            spec.schedule, process.name(), grid.t.front(), grid.t.front()));
   try {
-    return spec.build(process);
-  } catch (const std::exception& e) {
-    t.fail(listed(spec.schedule) ? "file" : "schedule", e.what());
+    check_sigmas(grid.sigma);
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument(fmt::format("the {} grid on {}: {}", spec.schedule, process.name(), e.what()));
   }
+  return grid;
+}
+
+std::optional<std::string> key_putting_t_max_at_alpha_zero(const ConfigTable& process_table, const Process& process) {
+  double start = 0;
+  try {
+    start = process.scaled_sigma(process.t_max());
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+  if (std::isfinite(start)) return std::nullopt;
+  for (const char* key : {"t_max", "beta_max", "beta_min"})
+    if (process_table.has(key)) return key;
+  return std::nullopt;
 }
 
 }  // namespace diffode

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 #include <hdf5.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
@@ -33,7 +34,10 @@ struct Handle {
 
 Hdf5File::Hdf5File(const std::filesystem::path& path, Mode mode) : path_(path) {
   if (mode == Mode::read) {
-    if (!std::filesystem::exists(path)) fail(path, "no such file");
+    std::error_code ec;
+    if (!std::filesystem::exists(path, ec)) fail(path, "no such file");
+    // A FIFO would block the open until a writer came, a device could be endless: files only.
+    if (!std::filesystem::is_regular_file(path, ec)) fail(path, "not a regular file");
     file_ = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
   } else {
     if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path());
@@ -46,9 +50,17 @@ Hdf5File::~Hdf5File() {
   if (file_ >= 0) H5Fclose(static_cast<hid_t>(file_));
 }
 
+void Hdf5File::close() {
+  if (file_ < 0) return;
+  const herr_t status = H5Fclose(static_cast<hid_t>(file_));
+  file_ = -1;
+  if (status < 0) fail(path_, "cannot write the file out (no space left on the device, or the file is too large?)");
+}
+
 void Hdf5File::flush() { H5Fflush(static_cast<hid_t>(file_), H5F_SCOPE_GLOBAL); }
 
 bool Hdf5File::has(const std::string& name) const {
+  if (name.empty()) return false;
   // H5Lexists needs every intermediate link to exist; check them one by one.
   std::string prefix;
   std::size_t start = name.front() == '/' ? 1 : 0;
@@ -105,6 +117,11 @@ Batch Hdf5File::read_matrix(const std::string& name) const {
   if (rank < 1 || rank > 2) fail(path_, fmt::format("dataset '{}' has rank {}, expected 1 or 2", name, rank));
   hsize_t dims[2] = {0, 1};
   H5Sget_simple_extent_dims(space.id, dims, nullptr);
+  const double bytes = 8.0 * static_cast<double>(dims[0]) * static_cast<double>(rank == 2 ? dims[1] : 1);
+  const double physical = static_cast<double>(::sysconf(_SC_PHYS_PAGES)) * static_cast<double>(::sysconf(_SC_PAGESIZE));
+  if (physical > 0 && bytes > physical)
+    fail(path_, fmt::format("dataset '{}' is {} x {}: {:.3g} GiB, more than this machine's {:.3g} GiB of memory", name, dims[0],
+                            rank == 2 ? dims[1] : 1, bytes / (1 << 30), physical / (1 << 30)));
   Batch out(static_cast<Index>(dims[0]), rank == 2 ? static_cast<Index>(dims[1]) : 1);
   if (H5Dread(set.id, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, out.data()) < 0)
     fail(path_, fmt::format("cannot read dataset '{}' as float64", name));

@@ -35,7 +35,9 @@ class Hdf5File {
   // Datasets; names may contain '/', intermediate groups are created as needed.
   void write_matrix(const std::string& name, const Batch& values);
   void write_vector(const std::string& name, const std::vector<double>& values);
-  Batch read_matrix(const std::string& name) const;       // a 1-D dataset reads as one column
+  // A 1-D dataset reads as one column. A dataset that would not fit in this machine's memory is
+  // refused before anything is allocated (its extent may be far larger than the file).
+  Batch read_matrix(const std::string& name) const;
   std::vector<double> read_vector(const std::string& name) const;
   bool has(const std::string& name) const;
 
@@ -56,6 +58,9 @@ class Hdf5File {
   bool has_attribute(const std::string& object, const std::string& name) const;
 
   void flush();
+  // Closes the file, throwing when HDF5 could not write it out (no space left, ...): a file about
+  // to be renamed into place must be closed this way, the destructor cannot report.
+  void close();
 
  private:
   void ensure_parent_groups(const std::string& name);

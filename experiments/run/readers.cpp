@@ -1,11 +1,13 @@
 #include "experiments/run/readers.hpp"
 
 #include "experiments/run/hdf5_file.hpp"
+#include "experiments/run/sampler_registry.hpp"
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
 #include <algorithm>
+#include <cmath>
 
 namespace diffode {
 namespace {
@@ -36,24 +38,80 @@ const TableSchema& process_schema() {
   return s;
 }
 
+void reject_undeclared_keys(const ConfigTable& root, const std::vector<const TableSchema*>& tables) {
+  std::vector<std::string> names;
+  for (const TableSchema* t : tables) names.push_back(t->name);
+  auto found = root.undeclared(names);
+  for (const TableSchema* schema : tables) {
+    const auto table = root.peek(schema->name);
+    if (!table) continue;
+    std::vector<std::string> declared = schema->key_names();
+    if (schema == &sampler_table_schema()) {
+      // A sampler's options are known once its name is; an unknown name is read_sampler's to report.
+      const toml::node* name = table->raw().get("name");
+      const SamplerEntry* entry = name && name->is_string() ? find_sampler(*name->value<std::string>()) : nullptr;
+      if (!entry) continue;
+      for (const auto& k : entry->options.keys) declared.push_back(k.key);
+    }
+    for (auto& f : table->undeclared(declared)) found.push_back(std::move(f));
+  }
+  if (found.empty()) return;
+  std::stable_sort(found.begin(), found.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  throw ConfigError(found.front().second);
+}
+
+namespace {
+
+void set_param(ProcessParams& p, std::string_view k, double v) {
+  (k == "beta_min" ? p.beta_min : k == "beta_max" ? p.beta_max : k == "sigma_min" ? p.sigma_min : k == "sigma_max" ? p.sigma_max
+                                                                               : k == "t_min"   ? p.t_min
+                                                                                                : p.t_max) = v;
+}
+
+}  // namespace
+
 std::unique_ptr<Process> read_process(ConfigTable t) {
   t = t.bind(process_schema());
   const std::string name = t.string("name");
   ProcessParams p;
-  for (const char* key : {"beta_min", "beta_max", "sigma_min", "sigma_max", "t_min", "t_max"}) {
+  std::vector<std::pair<std::string, double>> given;  // in the order of the process's parameters
+  for (const char* key : {"t_min", "t_max", "sigma_min", "sigma_max", "beta_min", "beta_max"}) {
     if (!t.has(key)) continue;
     if (!process_takes(name, key)) t.fail(key, fmt::format("the process '{}' does not take {}", name, key));
-    const double v = t.number(key);
-    std::string_view k(key);
-    (k == "beta_min" ? p.beta_min : k == "beta_max" ? p.beta_max : k == "sigma_min" ? p.sigma_min : k == "sigma_max" ? p.sigma_max
-                                                                                  : k == "t_min"   ? p.t_min
-                                                                                                   : p.t_max) = v;
+    given.emplace_back(key, t.number(key));
+    set_param(p, key, given.back().second);
   }
   t.finish();
+  // EDM's time is its noise level: t_min is sigma_min and t_max is sigma_max, so each pair takes one.
+  if (name == "edm")
+    for (const auto& [a, b] : {std::pair{"t_min", "sigma_min"}, std::pair{"t_max", "sigma_max"}})
+      if (t.has(a) && t.has(b)) t.fail(b, fmt::format("on edm, {} is {}: give one of them", a, b));
   try {
     return make_process(name, p);
   } catch (const std::exception& e) {
-    t.fail("name", e.what());
+    // Blame a key the config gives: one that the process refuses on its own (with the others at
+    // their defaults), else the first of a pair that is refused together, naming the other.
+    for (const auto& [key, value] : given) {
+      ProcessParams alone;
+      set_param(alone, key, value);
+      try {
+        make_process(name, alone);
+      } catch (const std::exception& single) {
+        t.fail(key, single.what());
+      }
+    }
+    for (std::size_t i = 0; i < given.size(); ++i)
+      for (std::size_t j = i + 1; j < given.size(); ++j) {
+        ProcessParams pair;
+        set_param(pair, given[i].first, given[i].second);
+        set_param(pair, given[j].first, given[j].second);
+        try {
+          make_process(name, pair);
+        } catch (const std::exception& both) {
+          t.fail(given[i].first, fmt::format("{} (with {} = {})", both.what(), given[j].first, given[j].second));
+        }
+      }
+    t.fail(given.empty() ? "name" : given.front().first, e.what());
   }
 }
 
@@ -76,18 +134,30 @@ const TableSchema& model_schema() {
 namespace {
 
 GaussianMixture inline_mixture(ConfigTable& t) {
+  for (const char* key : {"preset", "seed"})
+    if (t.has(key)) t.fail(key, "only without weights, means and variances (a preset or inline components, not both)");
   const auto w = t.numbers("weights");
   const auto means = t.number_rows("means");
   const auto vars = t.number_rows("variances");
   t.finish();
-  if (means.size() != w.size() || vars.size() != w.size() || means.empty())
-    t.fail("means", "weights, means and variances need one entry per component");
+  // Each array checked on its own, so the message names the key that is wrong.
+  if (w.empty()) t.fail("weights", "needs at least one component");
+  for (std::size_t i = 0; i < w.size(); ++i)
+    if (!(w[i] > 0) || !std::isfinite(w[i])) t.fail("weights", fmt::format("weights[{}] = {}: weights must be positive and finite", i, w[i]));
+  if (means.size() != w.size()) t.fail("means", fmt::format("{} means for {} weights: one per component", means.size(), w.size()));
+  if (vars.size() != w.size()) t.fail("variances", fmt::format("{} variances for {} weights: one per component", vars.size(), w.size()));
   const Index k = static_cast<Index>(w.size()), d = static_cast<Index>(means[0].size());
+  if (d == 0) t.fail("means", "a mean needs at least one dimension");
   Batch m(k, d), v(k, d);
   for (Index i = 0; i < k; ++i) {
-    if (static_cast<Index>(means[i].size()) != d || static_cast<Index>(vars[i].size()) != d)
-      t.fail("means", "every mean and variance row needs the same dimension");
-    for (Index j = 0; j < d; ++j) m(i, j) = means[i][j], v(i, j) = vars[i][j];
+    if (static_cast<Index>(means[i].size()) != d) t.fail("means", fmt::format("means[{}] has {} entries, means[0] {}", i, means[i].size(), d));
+    if (static_cast<Index>(vars[i].size()) != d) t.fail("variances", fmt::format("variances[{}] has {} entries, the means {}", i, vars[i].size(), d));
+    for (Index j = 0; j < d; ++j) {
+      if (!std::isfinite(means[i][j])) t.fail("means", fmt::format("means[{}][{}] = {}: must be finite", i, j, means[i][j]));
+      if (!(vars[i][j] > 0) || !std::isfinite(vars[i][j]))
+        t.fail("variances", fmt::format("variances[{}][{}] = {}: must be positive and finite", i, j, vars[i][j]));
+      m(i, j) = means[i][j], v(i, j) = vars[i][j];
+    }
   }
   try {
     return GaussianMixture(Eigen::Map<const Eigen::ArrayXd>(w.data(), k), m, v);
@@ -102,6 +172,8 @@ GaussianMixture read_mixture(ConfigTable t) {
   t = t.bind(model_schema());
   t.string("kind");
   if (t.has("file")) {
+    for (const char* key : {"preset", "seed", "weights", "means", "variances"})
+      if (t.has(key)) t.fail(key, "only without file (the mixture comes from the file)");
     const std::string file = t.string("file");
     t.finish();
     try {
@@ -109,7 +181,9 @@ GaussianMixture read_mixture(ConfigTable t) {
       const auto w = h5.read_vector("weights");
       return GaussianMixture(Eigen::Map<const Eigen::ArrayXd>(w.data(), w.size()), h5.read_matrix("means"), h5.read_matrix("variances"));
     } catch (const std::exception& e) {
-      t.fail("file", e.what());
+      // Hdf5File's errors name the file; the mixture's own checks do not.
+      const std::string what = e.what();
+      t.fail("file", what.starts_with(file) ? what : fmt::format("{}: {}", file, what));
     }
   }
   if (t.has("weights")) return inline_mixture(t);

@@ -19,6 +19,11 @@ const TableSchema& model_schema();
 const TableSchema& grid_schema();
 const TableSchema& run_schema();
 
+// Before any value is read: every key of `root` names one of `tables`, and every key of those
+// tables is declared by its schema ([sampler]: by the named sampler's). The first undeclared key in
+// file order is the error, so a misspelt key or table is named as itself.
+void reject_undeclared_keys(const ConfigTable& root, const std::vector<const TableSchema*>& tables);
+
 // [process] name and the parameters that process takes (a parameter it does not take is an error).
 std::unique_ptr<Process> read_process(ConfigTable t);
 // [model] kind = "mixture": preset (ring2d | iso16 | diag64, seed), explicit weights/means/variances, or file.
@@ -39,10 +44,19 @@ struct GridSpec {
 
   TimeGrid build(const Process& process) const;
   TimeGrid build(const Process& process, int steps) const;  // schedules with steps only
+
+ private:
+  TimeGrid build_listed(const Process& process) const;
 };
 GridSpec read_grid_spec(ConfigTable t);
-// Reads [grid] and builds it for `process`; a grid the process cannot take is an error naming the table.
-TimeGrid read_grid(ConfigTable t, const Process& process);
+// Builds `spec`'s grid for `process` (for its own steps, or `steps`) and checks that a sampler can
+// run over it: two or more points, sigma~ finite, positive and strictly decreasing but for a final
+// 0. Throws std::invalid_argument saying why not (a listed grid's message names its file).
+TimeGrid build_sampling_grid(const GridSpec& spec, const Process& process, std::optional<int> steps = std::nullopt);
+// The [process] key that puts T where alpha = 0, so that sigma~ = sigma / alpha is infinite there and
+// no grid can start at T, when `process_table` gives one (t_max, beta_max, ...): the key to blame
+// for such a grid rather than the schedule.
+std::optional<std::string> key_putting_t_max_at_alpha_zero(const ConfigTable& process_table, const Process& process);
 
 // [run]: what `diffode sample` and a sweep's runs share.
 struct RunSettings {

@@ -89,8 +89,14 @@ SamplingSetup read_sampling_setup(ConfigTable& root) {
   ConfigTable grid_table = root.table("grid");
   s.grid_spec = read_grid_spec(grid_table);
   try {
-    s.grid = s.grid_spec.build(*s.process);
+    s.grid = build_sampling_grid(s.grid_spec, *s.process);
   } catch (const std::exception& e) {
+    // A grid that cannot start where the config's [process] keys put T is theirs to fix.
+    const ConfigTable process_table = root.table("process");
+    if (const auto key = key_putting_t_max_at_alpha_zero(process_table, *s.process))
+      process_table.fail(*key, fmt::format("alpha(T) = 0 at T = {} on {}, so sigma~ = sigma / alpha is infinite there and no sampling grid can "
+                                           "start from it; take a smaller {}",
+                                           s.process->t_max(), s.process->name(), *key));
     grid_table.fail(s.grid_spec.steps ? "schedule" : "file", e.what());
   }
   s.sampler = read_sampler(root.table("sampler"));

@@ -1,5 +1,6 @@
 #include "experiments/sweep/driver.hpp"
 
+#include "experiments/run/hdf5_file.hpp"
 #include "experiments/run/output.hpp"
 
 #include "experiments/sweep/runner.hpp"
@@ -118,16 +119,56 @@ bool is_lead_rank() {
   return true;
 }
 
+namespace {
+
+// The sweep's output, checked before any run: where it came from ([sweep] output, --output, [run]
+// output, or results/<name>.h5) is what a message names. Unless `fresh`, an existing file there must
+// be a sweep's (it is resumed) and its parts folder a folder.
+void check_sweep_output(const Config& config, const SweepPlan& plan, const std::optional<std::string>& option, bool fresh, double bytes) {
+  namespace fs = std::filesystem;
+  ConfigTable root = config.root();
+  const ConfigTable sweep = root.table("sweep"), run = root.table("run");  // both checked tables by now, or absent
+  const bool from_run = !option && !sweep.has("output") && run.has("output");
+  const auto refuse = [&](const std::string& problem) {
+    if (option) throw ConfigError(fmt::format("--output {}: {}", *option, problem));
+    (from_run ? run : sweep).fail(from_run || sweep.has("output") ? "output" : "name", problem);
+  };
+  std::error_code ec;
+  const fs::path output = plan.output, parts = plan.output + ".parts";
+  if (!fresh && fs::exists(fs::symlink_status(parts, ec)) && !fs::is_directory(parts, ec))
+    refuse(fmt::format("{} exists and is not a folder (the sweep keeps its finished runs there): remove it, or run with --fresh", parts.string()));
+  if (!fresh && fs::is_regular_file(output, ec)) {
+    bool sweep_file = false;
+    try {
+      const Hdf5File previous(output, Hdf5File::Mode::read);
+      sweep_file = previous.has_attribute("/", "schema") && previous.read_string_attribute("/", "schema").starts_with("diffode-sweep");
+    } catch (const std::exception&) {
+    }
+    if (!sweep_file)
+      refuse(fmt::format("{} exists and is not a diffode sweep's results file (which would be resumed): give another output, or run with "
+                         "--fresh to replace it",
+                         output.string()));
+  }
+  if (option) {
+    check_output_option("--output", output, bytes);
+  } else {
+    check_output_path(from_run ? run : sweep, from_run || sweep.has("output") ? "output" : "name", output, bytes);
+  }
+}
+
+}  // namespace
+
 // Reads the plan and checks every run before any runs: a bad value anywhere writes nothing. One
 // message per distinct error, with how many runs it hits (an axis value is in many runs).
-SweepPlan plan_and_validate(const std::filesystem::path& config_path, const std::optional<std::string>& output) {
+SweepPlan plan_and_validate(const std::filesystem::path& config_path, const std::optional<std::string>& output, bool fresh) {
   const Config config(config_path);
   SweepPlan plan = plan_sweep(config);
   if (output) plan.output = *output;
   std::vector<std::pair<std::string, std::vector<Index>>> errors;
+  double bytes = 0;
   for (const RunSpec& run : plan.runs) {
     try {
-      validate_run(run, plan.file);
+      bytes += validate_run(run, plan.file);
     } catch (const ConfigError& e) {
       auto it = std::find_if(errors.begin(), errors.end(), [&](const auto& x) { return x.first == e.what(); });
       if (it == errors.end()) it = errors.insert(errors.end(), {e.what(), {}});
@@ -135,7 +176,8 @@ SweepPlan plan_and_validate(const std::filesystem::path& config_path, const std:
     }
   }
   if (errors.empty()) {
-    check_output_path(config.root().table("sweep"), "output", plan.output);
+    // The parts and the assembled file hold each run once, both at once before the parts go.
+    check_sweep_output(config, plan, output, fresh, 2.0 * bytes);
     return plan;
   }
   std::string message;

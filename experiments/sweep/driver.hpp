@@ -26,9 +26,10 @@ struct SweepRunOptions {
 // is initialised, so only one rank reports a bad config.
 bool is_lead_rank();
 
-// Plans the sweep and reads every run with the strict readers; throws ConfigError listing each
-// distinct error once, with the runs it hits.
-SweepPlan plan_and_validate(const std::filesystem::path& config, const std::optional<std::string>& output);
+// Plans the sweep and reads every run with the strict readers, then checks the output (`output`:
+// from --output, else the config's); throws ConfigError listing each distinct error once, with the
+// runs it hits. Without `fresh`, a file at the output must be a sweep's (it is resumed).
+SweepPlan plan_and_validate(const std::filesystem::path& config, const std::optional<std::string>& output, bool fresh = false);
 
 // Returns the exit code: 0 every run of this invocation ok, 1 one failed (recorded; the sweep went
 // on), 130 interrupted by SIGINT (finished runs kept).

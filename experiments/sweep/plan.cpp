@@ -52,10 +52,22 @@ void assign(toml::table& root, const std::string& path, const toml::node& value,
   std::size_t start = 0;
   for (std::size_t dot; (dot = path.find('.', start)) != std::string::npos; start = dot + 1) {
     const std::string part = path.substr(start, dot - start);
+    const std::string prefix = path.substr(0, dot);
     toml::node* next = table->get(part);
-    if (!next) next = &table->insert_or_assign(part, toml::table{}).first->second;
-    if (!next->is_table())
-      throw ConfigError(fmt::format("{}:{}: sweep axis \"{}\": {} is not a table", file, axis_line, path, path.substr(0, dot)));
+    if (!next) {
+      next = &table->insert_or_assign(part, toml::table{}).first->second;
+      lines[prefix] = line_of(value);  // a table the axis makes: its messages point at the axis
+    }
+    if (!next->is_table()) {
+      // A run config's tables are one level deep: where a top-level name holds a value ("grid = 1")
+      // that value is at fault, where it was given; a key inside a table ("run.samples") is no
+      // table, and the axis reaches too deep.
+      const auto given = lines.find(prefix);
+      if (prefix.find('.') == std::string::npos && given != lines.end())
+        throw ConfigError(fmt::format("{}:{}: {}: expected a table (the sweep axis \"{}\" at line {} sets a key in it)", file, given->second,
+                                      prefix, path, axis_line));
+      throw ConfigError(fmt::format("{}:{}: sweep axis \"{}\": {} is a value, not a table", file, axis_line, path, prefix));
+    }
     table = next->as_table();
   }
   const std::string leaf = path.substr(start);
@@ -137,12 +149,16 @@ namespace {
 // of blocks.
 int read_sweep_table(const Config& config, SweepPlan& plan) {
   ConfigTable sweep = config.root().table("sweep", sweep_schema());
+  if (const auto found = sweep.undeclared(sweep_schema().key_names()); !found.empty()) throw ConfigError(found.front().second);
   plan.name = sweep.string("name", std::filesystem::path(plan.file).stem().string());
   if (plan.name.empty() || plan.name.size() > 200 || plan.name.find('/') != std::string::npos)
     sweep.fail("name", "must be 1 to 200 characters without '/' (it names the results file)");
   const auto run_output = config.table().at_path("run.output").value<std::string>();
   plan.output = sweep.string("output", run_output ? *run_output : fmt::format("results/{}.h5", plan.name));
-  if (plan.output.empty()) sweep.fail("output", "must name a file");
+  if (plan.output.empty()) {
+    if (sweep.has("output")) sweep.fail("output", "must name a file");
+    config.root().table("run").fail("output", "must name a file (it is the sweep's output: [sweep] has none)");
+  }
   int blocks = 1;
   if (sweep.has("product")) {
     const toml::node* node = sweep.node("product");
@@ -166,19 +182,31 @@ int read_sweep_table(const Config& config, SweepPlan& plan) {
   return blocks;
 }
 
+// "file:line: sweep.product."key"" for messages about an axis.
+std::string axis_where(const SweepPlan& plan, const SweepAxis& axis) {
+  return fmt::format("{}:{}: sweep.{}.\"{}\"", plan.file, axis.line, axis.zipped ? "zip" : "product", axis.key);
+}
+
 // Axes in file order; none under [sweep], none given twice in a block, zipped ones of equal length.
 void check_axes(SweepPlan& plan) {
   std::stable_sort(plan.axes.begin(), plan.axes.end(), [](const SweepAxis& a, const SweepAxis& b) { return a.line < b.line; });
   for (const auto& axis : plan.axes) {
-    if (axis.key == "sweep" || axis.key.starts_with("sweep."))
-      throw ConfigError(fmt::format("{}:{}: sweep axis \"{}\": the [sweep] table cannot be swept", plan.file, axis.line, axis.key));
-    if (axis.values.empty())
-      throw ConfigError(fmt::format("{}:{}: sweep axis \"{}\" lists no values: the sweep would have no runs", plan.file, axis.line, axis.key));
+    const std::string where = axis_where(plan, axis);
+    if (axis.key == "sweep" || axis.key.starts_with("sweep.")) throw ConfigError(where + ": the [sweep] table cannot be swept");
+    if (axis.values.empty()) throw ConfigError(where + ": lists no values: the sweep would have no runs");
     for (const auto& other : plan.axes) {
       if (&other == &axis || (axis.block != other.block && axis.block >= 0 && other.block >= 0)) continue;
       // A table axis and axes under it may meet (the table is set first, then its keys).
-      if (axis.key == other.key)
-        throw ConfigError(fmt::format("{}:{}: sweep axis \"{}\" is also given at line {}", plan.file, axis.line, axis.key, other.line));
+      if (axis.key == other.key) throw ConfigError(fmt::format("{}: also given at line {}", where, other.line));
+    }
+    // A value given twice would make two runs of the same config (a zipped axis may repeat a value
+    // beside different values of the others).
+    std::set<std::string> seen;
+    for (const toml::node* value : axis.zipped ? std::vector<const toml::node*>{} : axis.values) {
+      std::ostringstream text;
+      value->visit([&](const auto& v) { text << toml::toml_formatter(v, toml::format_flags::none); });
+      if (!seen.insert(text.str()).second)
+        throw ConfigError(fmt::format("{}: the value {} is given twice (two runs would be the same)", where, text.str()));
     }
   }
   const SweepAxis* first_zipped = nullptr;
@@ -214,10 +242,11 @@ std::vector<Factors> block_factors(const SweepPlan& plan, int blocks) {
     std::size_t count = 1;
     for (const auto& f : factors) {
       count *= f.front()->values.size();
-      if (count > 1000000) throw ConfigError(fmt::format("{}: the sweep expands to more than 10^6 runs", plan.file));
+      if (count > 1000000 || total + count > 1000000)
+        throw ConfigError(axis_where(plan, *f.front()) + ": with this axis the sweep expands to more than 10^6 runs");
     }
     total += count;
-    if (total > 1000000) throw ConfigError(fmt::format("{}: the sweep expands to more than 10^6 runs", plan.file));
+    if (total > 1000000) throw ConfigError(fmt::format("{}: sweep.product: the sweep expands to more than 10^6 runs", plan.file));
   }
   return all;
 }

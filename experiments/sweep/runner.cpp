@@ -49,7 +49,7 @@ struct SweepRun {
   std::string noise_key, model_key;
 };
 
-void read_metrics(ConfigTable t, SweepRun& s) {
+void read_metrics(ConfigTable t, const ConfigTable& run_table, SweepRun& s) {
   t = t.bind(metrics_schema());
   s.reference_rtol = t.number("reference_rtol");
   s.strong = t.boolean("strong");
@@ -57,16 +57,29 @@ void read_metrics(ConfigTable t, SweepRun& s) {
   s.law = t.boolean("law");
   s.law_seed = static_cast<std::uint64_t>(t.integer("law_seed"));
   if (s.law_seed == s.sampling.run.seed) t.fail("law_seed", "must differ from run.seed: the exact draws must be independent of the run's noise");
-  if (s.law && s.sampling.samples() < 2) t.fail("law", "the law metrics need [run] samples >= 2");
+  if (s.law && s.sampling.samples() < 2) {
+    // Blame the key the config gives: law, or the samples when law is on by default.
+    if (t.has("law")) t.fail("law", "the law metrics need [run] samples >= 2");
+    const char* key = s.sampling.run.initial_file.empty() ? "samples" : "initial_file";
+    run_table.fail(key, fmt::format("{} sample: the law metrics ([metrics] law, on by default) need 2 or more", s.sampling.samples()));
+  }
   t.finish();
-  if (s.sampling.sampler.stochastic && s.strong && s.sampling.grid_spec.steps)
-    s.fine_grid = s.sampling.grid_spec.build(*s.sampling.process, strong_steps);
+  if (s.sampling.sampler.stochastic && s.strong && s.sampling.grid_spec.steps) {
+    try {
+      s.fine_grid = build_sampling_grid(s.sampling.grid_spec, *s.sampling.process, strong_steps);
+    } catch (const std::exception& e) {
+      t.fail("strong_steps", fmt::format("the strong error's fine grid: {}", e.what()));
+    }
+  }
 }
 
 SweepRun read_run(const RunSpec& spec, const std::string& file) {
   SweepRun s;
   ConfigTable root = spec.root(file);
-  s.task = spec.config->at_path("run.task").value_or<std::string>("sample");
+  reject_undeclared_keys(root, {&process_schema(), &model_schema(), &grid_schema(), &sampler_table_schema(), &run_schema(), &metrics_schema(),
+                                &likelihood_schema()});
+  // The task says which tables the run reads: read it (type, allowed values) before anything else.
+  s.task = root.table("run").bind(run_schema()).string("task");
   if (s.task == "likelihood") {
     s.sampling.process = read_process(root.table("process"));
     s.sampling.mixture = std::make_shared<const GaussianMixture>(read_mixture(root.table("model")));
@@ -78,7 +91,7 @@ SweepRun read_run(const RunSpec& spec, const std::string& file) {
     s.likelihood.block_rows = s.sampling.run.block_rows;
   } else {
     s.sampling = read_sampling_setup(root);
-    read_metrics(root.table("metrics"), s);
+    read_metrics(root.table("metrics"), root.table("run"), s);
   }
   if (s.sampling.run.save_trajectory) root.table("run").fail("save_trajectory", "not stored by sweeps (use diffode sample)");
   root.finish();
@@ -233,7 +246,13 @@ const TableSchema& metrics_schema() {
   return s;
 }
 
-void validate_run(const RunSpec& run, const std::string& file) { (void)read_run(run, file); }
+double validate_run(const RunSpec& run, const std::string& file) {
+  const SweepRun s = read_run(run, file);
+  // Attributes and metrics, the mixture, and with save_samples the samples and x_T.
+  const double mixture = 8.0 * static_cast<double>(s.sampling.mixture->weights().size()) * (1.0 + 2.0 * static_cast<double>(s.sampling.dims()));
+  const double samples = s.sampling.run.save_samples ? 16.0 * static_cast<double>(s.sampling.samples()) * static_cast<double>(s.sampling.dims()) : 0.0;
+  return 16384.0 + mixture + samples;
+}
 
 struct RunExecutor::Caches {
   std::map<std::string, Batch> references;  // PF-ODE solutions at the end point, per noise and end

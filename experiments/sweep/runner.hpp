@@ -42,8 +42,8 @@ struct RunOutcome {
 const TableSchema& metrics_schema();
 
 // Reads and checks everything a run needs (throws ConfigError naming the sweep file's line and the
-// key); nothing runs.
-void validate_run(const RunSpec& run, const std::string& file);
+// key); nothing runs. Returns about how many bytes the run's results take in the sweep's file.
+double validate_run(const RunSpec& run, const std::string& file);
 
 // Runs one run after another, caching what several runs share: the PF-ODE references (per problem,
 // noise and end point), the fine solves of stochastic samplers, and the exact laws.

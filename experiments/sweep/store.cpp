@@ -81,7 +81,7 @@ void SweepStore::save(const RunSpec& run, const RunOutcome& outcome) const {
   const auto target = parts_folder() / part_name(run.id);
   // The temporary name carries the process id: ranks never share one.
   const auto temporary = parts_folder() / fmt::format("{}.{}.tmp", run.id, ::getpid());
-  {
+  try {
     Hdf5File part(temporary, Hdf5File::Mode::create);
     write_run(part, "run", run, outcome);
     if (outcome.mixture_means.size() > 0) {
@@ -91,6 +91,11 @@ void SweepStore::save(const RunSpec& run, const RunOutcome& outcome) const {
       part.write_attribute("mixture", "alpha_end", outcome.alpha_end);
       part.write_attribute("mixture", "sigma_end", outcome.sigma_end);
     }
+    part.close();  // a part that could not be written out is never renamed into place
+  } catch (...) {
+    std::error_code ec;
+    std::filesystem::remove(temporary, ec);
+    throw;
   }
   replace_atomically(temporary, target);
 }
@@ -183,7 +188,7 @@ void SweepStore::assemble(const SweepPlan& plan, const Provenance& provenance, b
   const auto temporary = std::filesystem::path(output_.string() + ".tmp");
   std::optional<Hdf5File> previous;
   if (std::filesystem::exists(output_)) previous.emplace(output_, Hdf5File::Mode::read);
-  {
+  try {
     Hdf5File out(temporary, Hdf5File::Mode::create);
     write_provenance(out, provenance);
     out.write_attribute("/", "schema", "diffode-sweep/1");
@@ -209,6 +214,11 @@ void SweepStore::assemble(const SweepPlan& plan, const Provenance& provenance, b
     }
     columns.write(out);
     write_orders(out, columns);
+    out.close();  // written out whole, or the earlier file stays
+  } catch (...) {
+    std::error_code ec;
+    std::filesystem::remove(temporary, ec);
+    throw;
   }
   previous.reset();
   replace_atomically(temporary, output_);
