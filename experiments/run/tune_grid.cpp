@@ -69,25 +69,35 @@ double measure_nfe(SamplingSetup& s, const TimeGrid& grid) {
   return out.failed ? kInf : out.nfe;
 }
 
-// The largest step count of the starting schedule whose run costs at most `budget` evaluations.
+// The largest step count of the starting schedule whose run costs at most `budget` evaluations: a
+// run's cost grows with its steps, so the count is bracketed by doubling and then bisected (a few
+// one-sample runs, also for large budgets).
 int steps_for_budget(ConfigTable& tune_table, SamplingSetup& s, int budget) {
-  int best = 0;
-  double one_step = kNaN;
-  for (int steps = 1; steps <= 4 * budget + 4; ++steps) {
-    double nfe = kInf;
+  const auto cost = [&](int steps) {
     try {
-      nfe = measure_nfe(s, s.grid_spec.build(*s.process, steps));
+      return measure_nfe(s, s.grid_spec.build(*s.process, steps));
     } catch (const std::exception&) {
+      return kInf;  // a step count the schedule or the sampler cannot take
     }
-    if (steps == 1) one_step = nfe;
-    if (nfe > budget) {
-      if (std::isfinite(nfe) && best > 0) break;  // costs only grow with the steps
-      continue;
-    }
-    best = steps;
+  };
+  // The fewest steps the sampler runs on (a multistep method may need two), then doubling.
+  int fits = 1;
+  double first = cost(fits);
+  for (; !std::isfinite(first) && fits < 8; first = cost(++fits)) {
   }
-  if (best == 0) tune_table.fail("nfe", fmt::format("no grid of this schedule runs within {} evaluations (one step costs {})", budget, one_step));
-  return best;
+  if (!(first <= budget))
+    tune_table.fail("nfe", fmt::format("no grid of this schedule runs within {} evaluations ({} steps cost {})", budget, fits, first));
+  int too_many = 2 * fits;  // cost(fits) <= budget < cost(too_many)
+  while (cost(too_many) <= budget) {
+    fits = too_many;
+    if (too_many > 4 * budget + 4) tune_table.fail("nfe", "the sampler's cost does not grow with its steps: give [grid] steps instead");
+    too_many *= 2;
+  }
+  while (too_many - fits > 1) {
+    const int middle = fits + (too_many - fits) / 2;
+    (cost(middle) <= budget ? fits : too_many) = middle;
+  }
+  return fits;
 }
 
 TuneSettings read_tune_settings(ConfigTable t, const SamplingSetup& s) {

@@ -179,6 +179,16 @@ output = "{}"
   EXPECT_DOUBLE_EQ(rms_distance(sampled.read_matrix("samples"), reference), h5.read_double_attribute("/", "heldout_after_error_rms"));
 }
 
+TEST_F(TuneGridCommand, GivesTheSameGridForAnyThreadCount) {
+  const fs::path path = write_config("tune.toml", config("", "name = \"ipndm\"", "", "", 40));
+  ASSERT_EQ(run_tune_grid_command(path, provenance_, 1), 0);
+  fs::rename(dir_ / "tuned.h5", dir_ / "one.h5");
+  ASSERT_EQ(run_tune_grid_command(path, provenance_, 2), 0);
+  const Hdf5File one(dir_ / "one.h5", Hdf5File::Mode::read), two(dir_ / "tuned.h5", Hdf5File::Mode::read);
+  EXPECT_EQ(one.read_vector("sigma"), two.read_vector("sigma"));
+  EXPECT_EQ(one.read_double_attribute("/", "heldout_after_objective"), two.read_double_attribute("/", "heldout_after_objective"));
+}
+
 TEST_F(TuneGridCommand, TakesTheStepsTheBudgetAllowsForTwoEvaluationSteps) {
   // Heun costs 2n - 1 on a to_zero grid: a budget of 6 gives 3 steps and 5 evaluations.
   std::string text = config("", "name = \"heun\"", "", "", 5);
