@@ -308,7 +308,8 @@ TuneSetup read_tune_setup(const Config& config) {
   t.nfe = static_cast<int>(std::lround(nfe));
   if (t.tune.nfe && t.nfe > *t.tune.nfe)
     tune_table.fail("nfe", fmt::format("the starting grid ([grid] steps or its file) costs {} evaluations with '{}'", t.nfe, s.sampler.name));
-  if (s.grid.sigma.size() < 2) r.table("grid").fail("schedule", "the grid needs at least one step");
+  if (std::count_if(s.grid.sigma.begin(), s.grid.sigma.end(), [](double v) { return v > 0; }) < 2)
+    tune_table.fail(t.tune.nfe ? "nfe" : "output", "the grid has a single positive level (one step to 0): nothing to tune");
   const double start_end = last_positive(s.grid);
   if (s.grid_spec.final_step != FinalStep::to_t_min && (start_end < t.tune.sigma_min_lower || start_end > t.tune.sigma_min_upper))
     tune_table.fail("sigma_min_lower", fmt::format("the starting grid ends at sigma~ = {}, outside [sigma_min_lower, sigma_min_upper] = [{}, {}]",

@@ -229,6 +229,7 @@ TEST_F(TuneGridCommand, BadInputExitsTwoAndWritesNothing) {
       {"sigma_min bounds with to_t_min", "sigma_min_upper = 1.0", dpmpp, "final_step = \"to_t_min\"", ""},
       {"[run] seed", "", dpmpp, "", "seed = 2"},
       {"[run] samples", "", dpmpp, "", "samples = 2"},
+      {"a one-step grid", "", dpmpp, "steps = 1", ""},
   };
   for (const Case& c : cases) {
     const fs::path path = write_config("bad.toml", config(c.tune, c.sampler, c.grid, c.run));
