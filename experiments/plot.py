@@ -3,14 +3,19 @@
 
 Usage:
   /usr/bin/python3 experiments/plot.py RESULTS.h5 [--out DIR] [--markdown FILE]
+                                       [--by-sampler [--baseline REGEX] [--baseline-nfe N]]
 
 DIR defaults to a folder beside the file named like it without .h5 (results/quick.h5 -> results/quick/).
 The Markdown summary is always printed to stdout and, with --markdown, also written to FILE.
+--by-sampler adds, per problem, a figure with one panel per sampler (its grids as lines: e.g. tuned vs hand-made
+grids) and a table of each variant's errors at every NFE; --baseline draws the best of the variants matching REGEX
+at NFE <= N (default 10) in every panel, with 0.1 of it, and divides the table's errors by it.
 Needs only Debian's python3-h5py, python3-numpy and python3-matplotlib.
 """
 import argparse
 import math
 import os
+import re
 import sys
 from collections import defaultdict
 
@@ -419,7 +424,105 @@ def orders_table(sweep, problem):
     return lines + [""]
 
 
-def markdown(sweep, md_dir, written, top=None):
+def baseline_of(sweep, problem, pattern, max_nfe):
+    """(error_rms, error_median, variant, nfe): the lowest seed-averaged error_rms among the deterministic variants
+    whose name matches pattern, over their points at NFE <= max_nfe; None when none matches."""
+    rows = sweep.rows(problem, "sample", False)
+    medians = curves(sweep, rows, "error_median")
+    best = None
+    for variant, points in curves(sweep, rows, "error_rms").items():
+        if not re.search(pattern, variant):
+            continue
+        for k, (nfe, value, _) in enumerate(points):
+            if nfe <= max_nfe + 1e-9 and (best is None or value < best[0]):
+                median = medians[variant][k][1] if variant in medians and len(medians[variant]) == len(points) else float("nan")
+                best = (value, median, variant, nfe)
+    return best
+
+
+def sampler_groups(sweep, problem):
+    """{sampler: rows} of the deterministic runs, for the samplers run with two or more variants (e.g. grids)."""
+    s = sweep.summary
+    rows = sweep.rows(problem, "sample", False)
+    groups = defaultdict(list)
+    for i in rows:
+        groups[s["sampler"][i] if "sampler" in s else s["variant"][i].split()[0]].append(i)
+    return {name: np.array(idx) for name, idx in sorted(groups.items()) if len(set(s["variant"][idx])) >= 2}
+
+
+def plot_by_sampler(sweep, problem, out, written, baseline):
+    """Error vs NFE, one column per sampler (RMS above, median below), its variants (grids) as lines, and the
+    baseline with 0.1 of it as horizontal lines."""
+    groups = sampler_groups(sweep, problem)
+    if not groups:
+        return
+    s = sweep.summary
+    fig, axes = plt.subplots(2, len(groups), figsize=(5.2 * len(groups), 8.4), squeeze=False)
+    for col, (name, idx) in enumerate(groups.items()):
+        styles = Styles({v: False for v in set(s["variant"][idx])})
+        for row, metric in enumerate(("error_rms", "error_median")):
+            ax = axes[row][col]
+            draw_lines(ax, sweep, problem, idx, metric, styles)
+            if baseline:
+                value = baseline[0] if metric == "error_rms" else baseline[1]
+                if np.isfinite(value):
+                    ax.axhline(value, color="black", linestyle="--", linewidth=1.0,
+                               label=f"baseline: {baseline[2]} at NFE {baseline[3]:g}")
+                    if metric == "error_rms":
+                        ax.axhline(0.1 * value, color="black", linestyle=":", linewidth=1.0, label="0.1 x baseline")
+            for line in ax.get_lines():  # listed grids (tuned ones) stand out from the schedules
+                if " hdf5" in line.get_label() or " file" in line.get_label():
+                    line.set_linewidth(2.6)
+            nfes = sorted({float(v) for v in s["nfe"][idx] if np.isfinite(v)})
+            ax.set_xticks(nfes)
+            ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+            ax.set_xlabel("NFE")
+            ax.set_ylabel(metric)
+            ax.set_title(f"{name}: {metric}", fontsize=10)
+        handles = {}
+        for ax in (axes[0][col], axes[1][col]):
+            for h, l in zip(*ax.get_legend_handles_labels()):
+                handles.setdefault(l, h)
+        axes[1][col].legend(list(handles.values()), list(handles.keys()), loc="upper center", bbox_to_anchor=(0.5, -0.16),
+                            fontsize=7)
+    finish(fig, [], os.path.join(out, f"{slug(problem)}_by_sampler.png"),
+           f"{problem}: error vs NFE per sampler and grid", failed_count(sweep, sweep.rows(problem, "sample", False)), written)
+
+
+def by_sampler_table(sweep, problem, baseline, pattern, max_nfe):
+    """Every variant of the samplers run on several grids: error_rms / error_median at each NFE, and the RMS over
+    the baseline's."""
+    groups = sampler_groups(sweep, problem)
+    if not groups:
+        return []
+    lines = ["### Errors by sampler and grid (error_rms / error_median; seeds averaged)", ""]
+    if baseline:
+        lines += [f"Baseline: the best variant matching `{pattern}` at NFE <= {max_nfe:g}: **{baseline[2]}**, error_rms "
+                  f"{baseline[0]:.4g} (median {baseline[1]:.4g}) at NFE {baseline[3]:g}. In brackets: error_rms / baseline.", ""]
+    s = sweep.summary
+    for name, idx in groups.items():
+        rms = curves(sweep, idx, "error_rms")
+        median = curves(sweep, idx, "error_median")
+        nfes = sorted({round(p[0], 6) for points in rms.values() for p in points})
+        lines += [f"| {name} | " + " | ".join(f"NFE {n:g}" for n in nfes) + " |", "|---|" + "---:|" * len(nfes)]
+        for variant in sorted(rms):
+            cells = []
+            by_nfe = {round(p[0], 6): p[1] for p in rms[variant]}
+            med = {round(p[0], 6): p[1] for p in median.get(variant, [])}
+            for n in nfes:
+                if n not in by_nfe:
+                    cells.append("")
+                    continue
+                cell = f"{by_nfe[n]:.4g} / {med.get(n, float('nan')):.4g}"
+                if baseline:
+                    cell += f" ({by_nfe[n] / baseline[0]:.3g})"
+                cells.append(cell)
+            lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
+def markdown(sweep, md_dir, written, top=None, by_sampler=None):
     """The summary tables, every variant in full (top=N keeps the N best of each)."""
     lines = [f"# Sweep {sweep.attrs.get('name', os.path.basename(sweep.path))}", ""]
     for key in ("commit", "start_time", "finished"):
@@ -463,6 +566,9 @@ def markdown(sweep, md_dir, written, top=None):
                 lines.append(f"| {variant} | {nfe:.0f} | {value:.3g} | " + (f"{order:.2f} |" if np.isfinite(order) else "- |"))
             lines.append("")
         lines += orders_table(sweep, problem)
+        if by_sampler is not None:
+            lines += by_sampler_table(sweep, problem, by_sampler["baselines"].get(problem), by_sampler["pattern"],
+                                      by_sampler["nfe"])
         for path in written.get(problem, []):
             rel = os.path.relpath(path, md_dir).replace(os.sep, "/")
             lines.append(f"![{os.path.basename(path)}]({rel})")
@@ -475,6 +581,11 @@ def main():
     parser.add_argument("results", help="sweep results file (.h5)")
     parser.add_argument("--out", help="folder for the PNGs (default: beside RESULTS, named like it without .h5)")
     parser.add_argument("--markdown", help="also write the Markdown summary to this file")
+    parser.add_argument("--by-sampler", action="store_true",
+                        help="per problem, a figure with a panel per sampler run on several grids, and a table of its errors")
+    parser.add_argument("--baseline", help="with --by-sampler: a regex on variant names; their best error at NFE <= "
+                                           "--baseline-nfe is drawn and divides the table's errors")
+    parser.add_argument("--baseline-nfe", type=float, default=TARGET_NFE, help="the baseline's NFE budget (default 10)")
     args = parser.parse_args()
     if not os.path.isfile(args.results):
         sys.exit(f"error: no such file {args.results}")
@@ -482,6 +593,11 @@ def main():
     os.makedirs(out, exist_ok=True)
     sweep = Sweep(args.results)
     written = {}
+    by_sampler = None
+    if args.by_sampler:
+        by_sampler = {"pattern": args.baseline, "nfe": args.baseline_nfe,
+                      "baselines": {p: baseline_of(sweep, p, args.baseline, args.baseline_nfe) if args.baseline else None
+                                    for p in sweep.problems}}
     for problem in sweep.problems:
         figures = written.setdefault(problem, [])
         # Sampler variants only: likelihood lines never share a figure with them and would use up the palette.
@@ -491,8 +607,10 @@ def main():
         plot_distribution(sweep, problem, styles, out, figures)
         plot_likelihood(sweep, problem, out, figures)
         plot_samples(sweep, problem, out, figures)
+        if by_sampler:
+            plot_by_sampler(sweep, problem, out, figures, by_sampler["baselines"][problem])
     md_dir = os.path.dirname(os.path.abspath(args.markdown)) if args.markdown else os.getcwd()
-    summary = markdown(sweep, md_dir, {k: [os.path.abspath(p) for p in v] for k, v in written.items()})
+    summary = markdown(sweep, md_dir, {k: [os.path.abspath(p) for p in v] for k, v in written.items()}, by_sampler=by_sampler)
     print(summary)
     if args.markdown:
         with open(args.markdown, "w") as f:

@@ -53,6 +53,11 @@ inline int run_sweep_command(const std::filesystem::path& config, const Provenan
 }
 std::string sweep_config_help();
 
+// `diffode tune-grid CONFIG.toml` (run/tune_grid.hpp): the sigma grid that minimises a sampler's error
+// at an NFE budget, tuned on training noises, scored on held-out ones, written to HDF5.
+int run_tune_grid_command(const std::filesystem::path& config, const Provenance& provenance, int threads = 1);
+std::string tune_grid_config_help();
+
 // `diffode orders`: the orders tables into out_dir (orders.md, orders.csv).
 struct OrdersOptions;
 int run_orders_command(const OrdersOptions& options, const std::filesystem::path& out_dir, const std::string& command);

@@ -69,6 +69,13 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, kMaxThreads));
   likelihood->footer(diffode::likelihood_config_help());
 
+  auto* tune = app.add_subcommand("tune-grid", "Tune a sampler's sigma grid at an NFE budget against the exact PF-ODE solution; write HDF5");
+  std::string tune_config;
+  int tune_threads = cores();
+  tune->add_option("config", tune_config, "The TOML config: [process], [model], [grid], [sampler], [run], [tune]")->required();
+  tune->add_option("--threads", tune_threads, "Threads (results do not depend on it)")->capture_default_str()->check(CLI::PositiveNumber);
+  tune->footer(diffode::tune_grid_config_help());
+
   auto* orders = app.add_subcommand("orders", "Fit the empirical order of every stepper on problems with known solutions");
   std::string out_dir = "results";
   diffode::OrdersOptions order_options;
@@ -117,6 +124,7 @@ int main(int argc, char** argv) {
       return diffode::run_sweep_command(sweep_config, provenance, sweep_options);
     }
     if (likelihood->parsed()) return diffode::run_likelihood_command(likelihood_config, provenance, likelihood_threads);
+    if (tune->parsed()) return diffode::run_tune_grid_command(tune_config, provenance(), tune_threads);
     if (orders->parsed()) return diffode::run_orders_command(order_options, out_dir, command_line(argc, argv));
     if (app.got_subcommand("samplers")) std::cout << diffode::describe_samplers();
     if (app.got_subcommand("config-reference")) std::cout << diffode::config_reference_markdown();

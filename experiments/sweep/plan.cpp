@@ -257,7 +257,10 @@ std::string variant_text(const SweepAxis& axis, const toml::node& value) {
   // part of the variant. Seeds are replicates of one variant (plots average them, orders fit
   // through them all).
   const bool problem_axis = axis.key == "process.name" || axis.key == "model" || axis.key.starts_with("model.");
-  if (problem_axis || is_convergence_axis(axis.key) || axis.key == "run.seed" || axis.key == "sampler.name" || axis.key == "likelihood.solver")
+  // An axis of grid files (e.g. tuned grids, one per NFE budget) is the listed grids' steps axis:
+  // the grids of one family make one line.
+  if (problem_axis || is_convergence_axis(axis.key) || axis.key == "grid.file" || axis.key == "run.seed" || axis.key == "sampler.name" ||
+      axis.key == "likelihood.solver")
     return "";
   std::string text = format_value(value, axis.key);
   if (axis.key == "sampler" || axis.key == "likelihood") {

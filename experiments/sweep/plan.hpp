@@ -24,6 +24,11 @@
 // never leak into another's); any other value sets that key. The expansion is deterministic, and
 // each run's id is a hash of its resolved config, so the same run has the same id in any sweep:
 // that is what resume and sharding key on.
+//
+// A run's variant (one line of a plot) is its sampler and the axis values other than the problem,
+// the seed and the convergence axes: grid.steps, likelihood.steps/rtol/atol, and grid.file, an axis
+// of listed grids ([grid] schedule = "hdf5" or "file") that are one family at several budgets, such
+// as the tuned grids of `diffode tune-grid` (one file per NFE).
 #pragma once
 
 #include "core/state.hpp"

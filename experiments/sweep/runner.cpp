@@ -2,12 +2,9 @@
 
 #include "experiments/run/likelihood.hpp"
 #include "experiments/run/metrics.hpp"
-#include "experiments/run/parallel.hpp"
 #include "experiments/run/output.hpp"
+#include "experiments/run/reference.hpp"
 #include "experiments/run/sampling.hpp"
-#include "solvers/adaptive.hpp"
-#include "solvers/diffusion/probability_flow.hpp"
-#include "solvers/ode/dopri5.hpp"
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -104,49 +101,6 @@ double elapsed_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-// The median over samples of the Euclidean distance. On a mixture the RMS is dominated by the few
-// samples a coarse solve sends into another mode (a basin switch costs O(1) and its probability
-// shrinks like the pathwise error, so the RMS then falls at half the order); the median shows the
-// typical sample, and its slope the solver's order.
-double median_distance(const Batch& a, const Batch& b) {
-  Eigen::ArrayXd distance = (a - b).square().rowwise().sum().sqrt();
-  std::sort(distance.begin(), distance.end());
-  const Index n = distance.size();
-  return n % 2 ? distance[n / 2] : 0.5 * (distance[n / 2 - 1] + distance[n / 2]);
-}
-
-// The exact PF-ODE solution from the same x_T, whatever the grid: at sigma~ = 0 (x(0)) for a run
-// that ends at zero or denoises, else at its last level. Solved in the scale-free variables, where
-// the flow dx~/dsigma~ = (x~ - D(x~; sigma~)) / sigma~ is the same for every process
-// (D(x~; sigma~) = E[x0 | x0 + sigma~ eps = x~]) and defined down to 0 even where the process's own
-// time stops (VP at t_min): an EDM-parameterised denoiser (alpha = 1) evaluates it at any level.
-// Adaptive Dopri5 in log sigma~ (relative steps down to small noise), per-sample control, to
-// sigma~ = 1e-7, then x(0) = D(x; 1e-7): x~ - D = -sigma~^2 score moves x by O(1e-14) below that.
-Batch pf_ode_reference(const SweepRun& s, const Batch& x_T_scaled, double sigma_start, double sigma_end, int threads) {
-  const bool to_zero = sigma_end == 0.0;
-  const double sigma_to = to_zero ? 1e-7 : sigma_end;
-  Batch reference = x_T_scaled;
-  const Edm scale_free(std::min(sigma_to, 1e-3), std::max(sigma_start, 1.0));
-  const auto blocks = make_blocks(reference.rows(), s.sampling.run.block_rows);
-  for_each_block(blocks, threads, [&](const BlockRange& b) {
-    const MixturePredictor predictor(*s.sampling.mixture);
-    const ScaledDenoiser<Batch> denoiser(scale_free, predictor);
-    const LogSigmaProbabilityFlow<Batch, ScaledDenoiser<Batch>> flow(denoiser);
-    Batch block = reference.middleRows(b.begin, b.rows());
-    Dopri5<Batch> stepper;
-    const AdaptiveStats stats = integrate_adaptive(stepper, flow, std::log(sigma_start), std::log(sigma_to), block,
-                                                   {.rtol = s.reference_rtol, .atol = s.reference_rtol});
-    if (stats.failed) throw std::runtime_error("the PF-ODE reference solve failed: " + stats.failure);
-    if (to_zero) {
-      Batch denoised;
-      denoiser(block, sigma_to, denoised);
-      block = denoised;
-    }
-    reference.middleRows(b.begin, b.rows()) = block;
-  });
-  return reference;
-}
-
 void law_metrics(const SweepRun& s, const Batch& x, std::map<std::string, ExactLaw>& laws, RunOutcome& out) {
   const GaussianMixture& mixture = *s.sampling.mixture;
   const Index n = s.sampling.samples();
@@ -206,8 +160,7 @@ void pathwise_errors(const RunSpec& spec, const SweepRun& s, const SamplingOutco
     const std::string key = fmt::format("{}|{}|{}|{}", s.noise_key, sigma_start, run.sigma_end == 0.0 ? 1e-7 : run.sigma_end, s.reference_rtol);
     auto it = references.find(key);
     if (it == references.end())
-      it = references.emplace(key, pf_ode_reference(s, run.initial / alpha_at_scaled_sigma(*s.sampling.process, sigma_start), sigma_start, run.sigma_end, threads) *
-                                              run.alpha_end).first;
+      it = references.emplace(key, pf_ode_reference(s.sampling, run, sigma_start, s.reference_rtol, threads)).first;
     out.metric("error_rms") = rms_distance(run.samples, it->second);
     out.metric("error_max") = max_distance(run.samples, it->second);
     out.metric("error_median") = median_distance(run.samples, it->second);
