@@ -398,18 +398,19 @@ std::vector<std::pair<std::string, Value>> refused_values(const KeySpec& spec, c
   return out;
 }
 
-// Values of another type than the declared one.
+// Values of another type than the declared one: a scalar and a compound where both can be given
+// (every wrong type of a key meets the same check, so two of them cover it).
 std::vector<Value> swapped_types(std::optional<ValueType> type) {
   const toml::table small_table{{"x", 1}};
   const toml::array one{1.0};
   const toml::array word{"x"};
   if (!type) return {value_of("1", std::int64_t{1}), value_of("\"x\"", std::string("x"))};
   switch (*type) {
-    case ValueType::number: return {value_of("\"1\"", std::string("1")), value_of("true", true), value_of("[1.0]", one), value_of("{x = 1}", small_table)};
-    case ValueType::integer: return {value_of("1.5", 1.5), value_of("\"1\"", std::string("1")), value_of("true", true)};
-    case ValueType::string: return {value_of("1", std::int64_t{1}), value_of("true", true), value_of("[\"x\"]", word)};
-    case ValueType::boolean: return {value_of("\"true\"", std::string("true")), value_of("1", std::int64_t{1})};
-    case ValueType::table: return {value_of("1", std::int64_t{1}), value_of("\"x\"", std::string("x"))};
+    case ValueType::number: return {value_of("\"1\"", std::string("1")), value_of("[1.0]", one)};
+    case ValueType::integer: return {value_of("1.5", 1.5), value_of("\"1\"", std::string("1"))};
+    case ValueType::string: return {value_of("1", std::int64_t{1}), value_of("[\"x\"]", word)};
+    case ValueType::boolean: return {value_of("\"true\"", std::string("true")), value_of("{x = 1}", small_table)};
+    case ValueType::table: return {value_of("1", std::int64_t{1})};
     default: return {value_of("\"x\"", std::string("x"))};
   }
 }
@@ -960,7 +961,9 @@ std::vector<DataVariant> time_list_variants(const fs::path& fixtures) {
   ::mkfifo((fixtures / "times_fifo.txt").c_str(), 0644);
   out.push_back({"times_fifo.txt", "", "a FIFO"});
   out.push_back({"times_missing.txt", "", "missing"});
-  out.push_back({"/dev/zero", "", "an endless device"});
+  // A device: /dev/null, not an endless one, so that a regression blocks or fails here instead of
+  // filling the memory of the machine running the test.
+  out.push_back({"/dev/null", "", "a device"});
   return out;
 }
 
@@ -1154,6 +1157,8 @@ void sampler_option_cases(Generator& g, const Base& base, bool as_axis) {
     }
     for (const KeySpec& spec : entry.options.keys) {
       std::vector<std::pair<std::string, Value>> values = refused_values(spec, "sampler." + spec.key);
+      // As an axis value the options go through the same reader: NaN and the first refused value.
+      if (as_axis && values.size() > 1) values.erase(values.begin() + 1, values.end());
       const std::vector<Value> swaps = swapped_types(spec.type);
       values.emplace_back("type swap", swaps.front());
       for (const auto& [cls, v] : values) {
