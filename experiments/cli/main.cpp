@@ -25,78 +25,108 @@ std::string command_line(int argc, char** argv) {
   return command;
 }
 
+// What the command line says: the chosen command's config, threads and flags.
+struct CommandLine {
+  CLI::App* sample = nullptr;
+  CLI::App* sweep = nullptr;
+  CLI::App* likelihood = nullptr;
+  CLI::App* tune = nullptr;
+  CLI::App* orders = nullptr;
+  std::string config, sweep_output, out_dir = "results";
+  int threads = cores();
+  diffode::SweepOptions sweep_options;
+  diffode::OrdersOptions order_options;
+};
+
+void add_threads(CLI::App* command, int& threads, const std::string& help) {
+  command->add_option("--threads", threads, help)->capture_default_str()->check(CLI::Range(1, kMaxThreads));
+}
+
+void add_commands(CLI::App& app, CommandLine& c) {
+  c.sample = app.add_subcommand("sample", "Run one sampler on one problem from a TOML config and write HDF5");
+  c.sample->add_option("config", c.config, "The TOML config: [process], [model], [grid], [sampler], [run]")->required();
+  add_threads(c.sample, c.threads, "Threads (results do not depend on it: [run] block_rows fixes the blocks)");
+  c.sample->footer(diffode::sample_config_help());
+
+  app.add_subcommand("samplers", "List every sampler a config's [sampler] name can take, with its options and defaults");
+  app.add_subcommand("config-reference", "Print the reference of every config key (docs/config.md) in Markdown");
+
+  c.sweep = app.add_subcommand("sweep", "Run a sweep of runs from a TOML config into one crash-safe, resumable HDF5 file");
+  c.sweep->add_option("config", c.config, "The sweep's TOML config")->required();
+  add_threads(c.sweep, c.threads, "Threads per run (results do not depend on it); under mpirun, per rank");
+  c.sweep->add_option("--output", c.sweep_output, "Results file, instead of [sweep] output");
+  c.sweep->add_flag("--fresh", c.sweep_options.fresh, "Discard earlier results at the output instead of resuming");
+  c.sweep->add_flag("--retry-failed", c.sweep_options.retry_failed, "Run again the runs stored as failed (finished ok runs are kept)");
+  c.sweep->add_flag("--dry-run", c.sweep_options.dry_run, "Validate and list the runs; run nothing");
+  c.sweep->add_option("--max-runs", c.sweep_options.max_runs, "Stop after this many runs (then resume with the same command)")
+      ->check(CLI::NonNegativeNumber);
+  c.sweep->footer(diffode::sweep_config_help());
+
+  c.likelihood = app.add_subcommand("likelihood", "Log-likelihoods of data by the probability-flow ODE, written to HDF5");
+  c.likelihood->add_option("config", c.config, "The TOML config: [process], [model], [data], [likelihood], [output]")->required();
+  add_threads(c.likelihood, c.threads, "Threads (results do not depend on it)");
+  c.likelihood->footer(diffode::likelihood_config_help());
+
+  c.tune = app.add_subcommand("tune-grid", "Tune a sampler's sigma grid at an NFE budget against the exact PF-ODE solution; write HDF5");
+  c.tune->add_option("config", c.config, "The TOML config: [process], [model], [grid], [sampler], [run], [tune]")->required();
+  add_threads(c.tune, c.threads, "Threads (results do not depend on it)");
+  c.tune->footer(diffode::tune_grid_config_help());
+
+  c.orders = app.add_subcommand("orders", "Fit the empirical order of every stepper on problems with known solutions");
+  c.orders->add_option("--out", c.out_dir, "Folder for orders.md and orders.csv")->capture_default_str();
+  c.orders->add_option("--paths", c.order_options.paths, "Brownian paths per strong-order row")->capture_default_str()->check(CLI::PositiveNumber);
+  c.orders->add_option("--seed", c.order_options.seed, "Seed of the Brownian paths")->capture_default_str()->check(CLI::NonNegativeNumber);
+}
+
+// A first word that is neither a command nor an option: CLI11 would only say that a command is
+// required, naming nothing. False after reporting it.
+bool first_word_known(const CLI::App& app, int argc, char** argv) {
+  if (argc < 2) return true;
+  const std::string first = argv[1];
+  bool known = first == "-h" || first == "--help";
+  std::string names;
+  for (const CLI::App* command : app.get_subcommands({})) {
+    known = known || command->get_name() == first;
+    names += (names.empty() ? "" : ", ") + command->get_name();
+  }
+  if (!known)
+    std::cerr << fmt::format("diffode: unknown {} '{}' (commands: {})\nRun with --help for more information.\n",
+                             first.starts_with("-") ? "option" : "command", first, names);
+  return known;
+}
+
+// Runs the parsed command; every command returns its exit code.
+int run_command(const CLI::App& app, CommandLine& c, int argc, char** argv) {
+  const diffode::ProvenanceSource provenance = [&] { return diffode::collect_provenance(argc, argv); };
+  if (c.sample->parsed()) return diffode::run_sample_command(c.config, provenance, c.threads);
+  if (c.sweep->parsed()) {
+    if (c.sweep->count("--output") > 0) {
+      if (c.sweep_output.empty()) {
+        std::cerr << "diffode sweep: --output: must name a file\n";
+        return 2;
+      }
+      c.sweep_options.output = c.sweep_output;
+    }
+    c.sweep_options.threads = c.threads;
+    return diffode::run_sweep_command(c.config, provenance, c.sweep_options);
+  }
+  if (c.likelihood->parsed()) return diffode::run_likelihood_command(c.config, provenance, c.threads);
+  if (c.tune->parsed()) return diffode::run_tune_grid_command(c.config, provenance(), c.threads);
+  if (c.orders->parsed()) return diffode::run_orders_command(c.order_options, c.out_dir, command_line(argc, argv));
+  if (app.got_subcommand("samplers")) std::cout << diffode::describe_samplers();
+  if (app.got_subcommand("config-reference")) std::cout << diffode::config_reference_markdown();
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"diffode: diffusion sampling as ODE/SDE integration, measured against exact answers"};
   app.require_subcommand(1);
   app.footer("Exit codes: 0 success, 1 a run failed numerically (recorded in its file), 2 bad input, 130 interrupted.");
-
-  auto* sample = app.add_subcommand("sample", "Run one sampler on one problem from a TOML config and write HDF5");
-  std::string sample_config;
-  int sample_threads = cores();
-  sample->add_option("config", sample_config, "The TOML config: [process], [model], [grid], [sampler], [run]")->required();
-  sample->add_option("--threads", sample_threads, "Threads (results do not depend on it: [run] block_rows fixes the blocks)")
-      ->capture_default_str()
-      ->check(CLI::Range(1, kMaxThreads));
-  sample->footer(diffode::sample_config_help());
-
-  app.add_subcommand("samplers", "List every sampler a config's [sampler] name can take, with its options and defaults");
-  app.add_subcommand("config-reference", "Print the reference of every config key (docs/config.md) in Markdown");
-
-  auto* sweep = app.add_subcommand("sweep", "Run a sweep of runs from a TOML config into one crash-safe, resumable HDF5 file");
-  std::string sweep_config, sweep_output;
-  diffode::SweepOptions sweep_options;
-  sweep_options.threads = cores();
-  sweep->add_option("config", sweep_config, "The sweep's TOML config")->required();
-  sweep->add_option("--threads", sweep_options.threads, "Threads per run (results do not depend on it); under mpirun, per rank")
-      ->capture_default_str()
-      ->check(CLI::Range(1, kMaxThreads));
-  sweep->add_option("--output", sweep_output, "Results file, instead of [sweep] output");
-  sweep->add_flag("--fresh", sweep_options.fresh, "Discard earlier results at the output instead of resuming");
-  sweep->add_flag("--retry-failed", sweep_options.retry_failed, "Run again the runs stored as failed (finished ok runs are kept)");
-  sweep->add_flag("--dry-run", sweep_options.dry_run, "Validate and list the runs; run nothing");
-  sweep->add_option("--max-runs", sweep_options.max_runs, "Stop after this many runs (then resume with the same command)")
-      ->check(CLI::NonNegativeNumber);
-  sweep->footer(diffode::sweep_config_help());
-
-  auto* likelihood = app.add_subcommand("likelihood", "Log-likelihoods of data by the probability-flow ODE, written to HDF5");
-  std::string likelihood_config;
-  int likelihood_threads = cores();
-  likelihood->add_option("config", likelihood_config, "The TOML config: [process], [model], [data], [likelihood], [output]")->required();
-  likelihood->add_option("--threads", likelihood_threads, "Threads (results do not depend on it)")
-      ->capture_default_str()
-      ->check(CLI::Range(1, kMaxThreads));
-  likelihood->footer(diffode::likelihood_config_help());
-
-  auto* tune = app.add_subcommand("tune-grid", "Tune a sampler's sigma grid at an NFE budget against the exact PF-ODE solution; write HDF5");
-  std::string tune_config;
-  int tune_threads = cores();
-  tune->add_option("config", tune_config, "The TOML config: [process], [model], [grid], [sampler], [run], [tune]")->required();
-  tune->add_option("--threads", tune_threads, "Threads (results do not depend on it)")->capture_default_str()->check(CLI::PositiveNumber);
-  tune->footer(diffode::tune_grid_config_help());
-
-  auto* orders = app.add_subcommand("orders", "Fit the empirical order of every stepper on problems with known solutions");
-  std::string out_dir = "results";
-  diffode::OrdersOptions order_options;
-  orders->add_option("--out", out_dir, "Folder for orders.md and orders.csv")->capture_default_str();
-  orders->add_option("--paths", order_options.paths, "Brownian paths per strong-order row")->capture_default_str()->check(CLI::PositiveNumber);
-  orders->add_option("--seed", order_options.seed, "Seed of the Brownian paths")->capture_default_str()->check(CLI::NonNegativeNumber);
-
-  // A first word that is neither a command nor an option: CLI11 would only say that a command is
-  // required, naming nothing.
-  if (argc > 1) {
-    const std::string first = argv[1];
-    const bool option = first.starts_with("-");
-    bool known = first == "-h" || first == "--help";
-    for (const CLI::App* command : app.get_subcommands({})) known = known || command->get_name() == first;
-    if (!known) {
-      std::cerr << fmt::format("diffode: unknown {} '{}' (commands: sample, sweep, likelihood, orders, samplers, config-reference)\n"
-                               "Run with --help for more information.\n",
-                               option ? "option" : "command", first);
-      return 2;
-    }
-  }
+  CommandLine c;
+  add_commands(app, c);
+  if (!first_word_known(app, argc, argv)) return 2;
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -107,27 +137,10 @@ int main(int argc, char** argv) {
     app.exit(e);
     return 2;  // command-line misuse is bad input, like a bad config
   }
-
-  const diffode::ProvenanceSource provenance = [&] { return diffode::collect_provenance(argc, argv); };
-  // Every command returns its exit code; what escapes one is still an exit code, never an abort:
-  // a config error is bad input (2), anything else a run that failed (1).
+  // What escapes a command is still an exit code, never an abort: a config error is bad input (2),
+  // anything else a run that failed (1).
   try {
-    if (sample->parsed()) return diffode::run_sample_command(sample_config, provenance, sample_threads);
-    if (sweep->parsed()) {
-      if (sweep->count("--output") > 0) {
-        if (sweep_output.empty()) {
-          std::cerr << "diffode sweep: --output: must name a file\n";
-          return 2;
-        }
-        sweep_options.output = sweep_output;
-      }
-      return diffode::run_sweep_command(sweep_config, provenance, sweep_options);
-    }
-    if (likelihood->parsed()) return diffode::run_likelihood_command(likelihood_config, provenance, likelihood_threads);
-    if (tune->parsed()) return diffode::run_tune_grid_command(tune_config, provenance(), tune_threads);
-    if (orders->parsed()) return diffode::run_orders_command(order_options, out_dir, command_line(argc, argv));
-    if (app.got_subcommand("samplers")) std::cout << diffode::describe_samplers();
-    if (app.got_subcommand("config-reference")) std::cout << diffode::config_reference_markdown();
+    return run_command(app, c, argc, argv);
   } catch (const diffode::ConfigError& e) {
     std::cerr << "diffode: " << e.what() << "\n";
     return 2;
@@ -135,5 +148,4 @@ int main(int argc, char** argv) {
     std::cerr << "diffode: failed: " << e.what() << "\n";
     return 1;
   }
-  return 0;
 }
