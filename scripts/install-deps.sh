@@ -10,7 +10,8 @@ packages=(
   libgtest-dev googletest libbenchmark-dev
   libtomlplusplus-dev libcli11-dev
   libopenmpi-dev openmpi-bin
-  python3 python3-numpy python3-h5py python3-matplotlib
+  python3 python3-numpy python3-h5py python3-matplotlib python3-torch
+  dataset-fashion-mnist
 )
 
 missing=()

@@ -1,0 +1,163 @@
+// Neural score networks, as everything outside LibTorch sees them.
+//
+// A network is a model like the exact mixture: it gives a Predictor<Batch> (models/predictor.hpp)
+// that counts evaluations, for any sampler, the likelihood tool and the sweeps. Its LibTorch code
+// (models/torch/) is built into a separate shared library, the network backend, which the command-
+// line program opens only when a config names a network or asks for training: loading LibTorch
+// costs about half a second per process, which every other command (and the thousands of child
+// processes the test suite starts) would otherwise pay. This header is the whole interface between
+// the two: plain data in, plain data or a Predictor out, no LibTorch types.
+//
+// Conditioning, the same for every process (so one network serves VP, VE, EDM and flow processes
+// whose marginals have the same scale-free noise level sigma~ = sigma / alpha):
+//   input   c_in x with c_in = 1 / sqrt(alpha^2 sigma_data^2 + sigma^2): unit variance for data of
+//           standard deviation sigma_data (EDM's c_in, Karras et al. 2022, arXiv:2206.00364,
+//           Table 1, written for any alpha);
+//   noise   c_noise = log(sigma~) / 4 (EDM's c_noise);
+//   output  F, read as one of the Parameterizations (eps, x0, v, score, flow), or `edm`:
+//           D(x~; sigma~) = c_skip x~ + c_out F with c_skip = sigma_data^2 / (sigma~^2 + sigma_data^2),
+//           c_out = sigma~ sigma_data / sqrt(sigma~^2 + sigma_data^2) (Table 1), x~ = x / alpha.
+#pragma once
+
+#include "core/state.hpp"
+#include "models/predictor.hpp"
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace diffode {
+
+// What the network's raw output F means.
+enum class NetworkOutput { eps, x0, v, score, flow, edm };
+
+std::string_view to_string(NetworkOutput output);
+// Throws std::invalid_argument naming the allowed values.
+NetworkOutput network_output_from_string(std::string_view name);
+
+// The residual MLP for low-dimensional data: x -> Linear(dims, width), `blocks` residual blocks
+// (LayerNorm, SiLU, Linear(width, width), SiLU, Linear(width, width), plus the block's input, the noise
+// (and class) embedding added after the first Linear), then LayerNorm, SiLU, Linear(width, dims).
+struct MlpArchitecture {
+  Index dims = 2;
+  Index width = 128;
+  Index blocks = 3;
+  Index embedding_dims = 64;
+  // "sinusoidal" (Vaswani et al. 2017 frequencies over c_noise) or "fourier" (random Fourier
+  // features, Tancik et al. 2020, with `fourier_scale` the std of the frequencies).
+  std::string embedding = "sinusoidal";
+  double fourier_scale = 16.0;
+  Index classes = 0;  // 0: unconditional; else labels 0..classes-1 and the null class `classes`
+};
+
+// A network with its conditioning: everything needed to rebuild it from a checkpoint.
+struct NetworkSpec {
+  MlpArchitecture architecture;
+  NetworkOutput output = NetworkOutput::edm;
+  double sigma_data = 0.5;
+};
+
+// Where and how a loaded network runs.
+struct NetworkRuntime {
+  std::string device = "cpu";    // "cpu" or "cuda" / "cuda:N"
+  std::string dtype = "float64"; // "float32" or "float64"
+  Index batch_size = 0;          // rows per network call; 0: the whole block in one call
+  int threads = 1;               // intra-op threads of LibTorch for this model's calls
+};
+
+// A user's TorchScript module (torch.jit.script / torch.jit.trace, saved with torch.jit.save).
+struct TorchScriptSpec {
+  std::string file;
+  Index dims = 0;                              // the data's dimension (checked by a dry run at load)
+  Parameterization prediction = Parameterization::eps;  // what the module outputs
+  // The module's arguments: "x_t" for (x, t), "x_sigma" for (x, sigma), "x_t_class" for (x, t, class).
+  std::string signature = "x_t";
+  // What the module is handed as its time or noise input: "t" (the process's time), "t1000"
+  // (1000 t, the DDPM convention), "sigma" (sigma~), "log_sigma_quarter" (log(sigma~)/4).
+  std::string time_input = "t";
+  // The module takes x~ = x / alpha (true: scale-free input, as EDM and k-diffusion models) or the
+  // process's x (false: as DDPM / score-SDE models).
+  bool scale_free_input = false;
+};
+
+// One loaded model. make_predictor gives each thread its own predictor (NFE counters, scratch).
+class NetworkModel {
+ public:
+  virtual ~NetworkModel() = default;
+  virtual Index dims() const = 0;
+  virtual Index classes() const = 0;  // 0 when unconditional
+  // A short description for results files: kind, file, its SHA-256, architecture, output.
+  virtual std::string description() const = 0;
+  // `label`: the class to condition on (-1: unconditional, i.e. the null class).
+  virtual std::unique_ptr<Predictor<Batch>> make_predictor(int label = -1) const = 0;
+};
+
+// How a network is trained (diffode train). Data are given as a generator: rows of x0 for a step
+// (and their labels, or none), drawn from (seed, step) so that a resumed run draws what the
+// uninterrupted one would.
+struct TrainingBatch {
+  Batch x0;
+  std::vector<std::int64_t> labels;  // empty, or one per row
+};
+using TrainingData = std::function<TrainingBatch(std::uint64_t step)>;
+
+// The forward process of training, as functions of t on [t_min, t_max] (no Process type crosses the
+// boundary, so the backend stays free of the problems layer's virtual classes).
+struct TrainingProcess {
+  std::function<double(double)> alpha, sigma, d_alpha, d_sigma;
+  double t_min = 0, t_max = 1;
+  bool edm = false;  // sigma~ = t, alpha = 1: noise levels drawn log-normally (EDM's P_mean, P_std)
+};
+
+struct TrainingSpec {
+  NetworkSpec network;
+  TrainingProcess process;
+  TrainingData data;
+  std::uint64_t seed = 0;
+  std::int64_t steps = 1000;
+  std::int64_t batch_size = 256;
+  double learning_rate = 1e-3;
+  double weight_decay = 0.0;
+  std::int64_t warmup_steps = 100;
+  double gradient_clip = 1.0;   // max global gradient norm; 0: none
+  double ema_decay = 0.999;
+  double label_dropout = 0.1;   // probability of replacing a label by the null class
+  double p_mean = -1.2, p_std = 1.2;  // EDM's log-normal noise levels (when process.edm)
+  std::int64_t checkpoint_every = 500;
+  std::string checkpoint_file;  // written atomically every checkpoint_every steps and at the end
+  std::string device = "cpu";
+  std::string dtype = "float32";
+  int threads = 1;
+};
+
+struct TrainingProgress {
+  std::int64_t step = 0;
+  double loss = 0;
+  double learning_rate = 0;
+  double seconds = 0;
+};
+
+struct TrainingOutcome {
+  std::int64_t steps_done = 0;
+  bool interrupted = false;
+  std::vector<TrainingProgress> history;  // one entry per step since the start of training
+};
+
+// The functions the backend library exports, as one table (see experiments/run/networks.hpp for the
+// loader). `stop` is polled between steps (SIGINT): when it returns true, training writes a
+// checkpoint and returns with `interrupted` set.
+struct NetworkBackend {
+  int abi_version = 1;
+  std::shared_ptr<const NetworkModel> (*load_checkpoint)(const std::string& file, const NetworkRuntime& runtime) = nullptr;
+  std::shared_ptr<const NetworkModel> (*load_torchscript)(const TorchScriptSpec& spec, const NetworkRuntime& runtime) = nullptr;
+  TrainingOutcome (*train)(const TrainingSpec& spec, const std::function<void(const TrainingProgress&)>& progress,
+                           const std::function<bool()>& stop) = nullptr;
+};
+
+}  // namespace diffode
+
+// The one symbol the backend library exports (C linkage, so dlsym finds it by this name).
+extern "C" const diffode::NetworkBackend* diffode_network_backend();

@@ -1,0 +1,15 @@
+// The network backend's one exported symbol (models/network.hpp): the table of what LibTorch code
+// the torch-free program can call once it has opened this library.
+#include "models/network.hpp"
+#include "models/torch/network_model_torch.hpp"
+#include "models/torch/training_torch.hpp"
+
+extern "C" __attribute__((visibility("default"))) const diffode::NetworkBackend* diffode_network_backend() {
+  static const diffode::NetworkBackend backend{
+      .abi_version = 1,
+      .load_checkpoint = &diffode::load_checkpoint_model,
+      .load_torchscript = &diffode::load_torchscript_model,
+      .train = &diffode::train_network,
+  };
+  return &backend;
+}
