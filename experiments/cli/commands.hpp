@@ -14,6 +14,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace diffode {
 
@@ -61,6 +62,19 @@ std::string tune_grid_config_help();
 // `diffode orders`: the orders tables into out_dir (orders.md, orders.csv).
 struct OrdersOptions;
 int run_orders_command(const OrdersOptions& options, const std::filesystem::path& out_dir, const std::string& command);
+
+// `diffode fd A.h5 [B.h5]`: the Frechet distance between the rows of two files (run/frechet.hpp),
+// each a sample file's dataset or cached statistics; --save-stats writes each input's statistics.
+struct FdOptions {
+  std::vector<std::string> inputs;
+  std::string dataset = "samples";
+  bool dataset_given = false;           // --dataset was given (refused for a statistics file)
+  std::vector<std::string> save_stats;  // one path per input
+  long long block_rows = 4096;
+  int threads = 1;
+};
+int run_fd_command(const FdOptions& options);
+std::string fd_help();
 
 // [output] of diffode likelihood.
 struct TableSchema;

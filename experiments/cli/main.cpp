@@ -32,10 +32,12 @@ struct CommandLine {
   CLI::App* likelihood = nullptr;
   CLI::App* tune = nullptr;
   CLI::App* orders = nullptr;
+  CLI::App* fd = nullptr;
   std::string config, sweep_output, out_dir = "results";
   int threads = cores();
   diffode::SweepOptions sweep_options;
   diffode::OrdersOptions order_options;
+  diffode::FdOptions fd_options;
 };
 
 void add_threads(CLI::App* command, int& threads, const std::string& help) {
@@ -76,6 +78,14 @@ void add_commands(CLI::App& app, CommandLine& c) {
   c.orders->add_option("--out", c.out_dir, "Folder for orders.md and orders.csv")->capture_default_str();
   c.orders->add_option("--paths", c.order_options.paths, "Brownian paths per strong-order row")->capture_default_str()->check(CLI::PositiveNumber);
   c.orders->add_option("--seed", c.order_options.seed, "Seed of the Brownian paths")->capture_default_str()->check(CLI::NonNegativeNumber);
+
+  c.fd = app.add_subcommand("fd", "Frechet distance between the rows of two HDF5 files (sample files or cached statistics)");
+  c.fd->add_option("inputs", c.fd_options.inputs, "A.h5 [B.h5]")->required()->expected(1, 2);
+  c.fd->add_option("--dataset", c.fd_options.dataset, "The dataset of a sample file")->capture_default_str();
+  c.fd->add_option("--save-stats", c.fd_options.save_stats, "Write each input's statistics to these files (one per input)");
+  c.fd->add_option("--block-rows", c.fd_options.block_rows, "Rows per block of the moments")->capture_default_str()->check(CLI::PositiveNumber);
+  add_threads(c.fd, c.threads, "Threads (results do not depend on it)");
+  c.fd->footer(diffode::fd_help());
 }
 
 // A first word that is neither a command nor an option: CLI11 would only say that a command is
@@ -112,6 +122,11 @@ int run_command(const CLI::App& app, CommandLine& c, int argc, char** argv) {
   }
   if (c.likelihood->parsed()) return diffode::run_likelihood_command(c.config, provenance, c.threads);
   if (c.tune->parsed()) return diffode::run_tune_grid_command(c.config, provenance(), c.threads);
+  if (c.fd->parsed()) {
+    c.fd_options.dataset_given = c.fd->count("--dataset") > 0;
+    c.fd_options.threads = c.threads;
+    return diffode::run_fd_command(c.fd_options);
+  }
   if (c.orders->parsed()) return diffode::run_orders_command(c.order_options, c.out_dir, command_line(argc, argv));
   if (app.got_subcommand("samplers")) std::cout << diffode::describe_samplers();
   if (app.got_subcommand("config-reference")) std::cout << diffode::config_reference_markdown();

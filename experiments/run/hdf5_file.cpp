@@ -128,6 +128,36 @@ Batch Hdf5File::read_matrix(const std::string& name) const {
   return out;
 }
 
+std::pair<Index, Index> Hdf5File::shape(const std::string& name) const {
+  if (!has(name)) fail(path_, fmt::format("no dataset '{}'", name));
+  Handle set{H5Dopen2(static_cast<hid_t>(file_), name.c_str(), H5P_DEFAULT), H5Dclose};
+  if (set.id < 0) fail(path_, fmt::format("'{}' is not a dataset", name));
+  Handle space{H5Dget_space(set.id), H5Sclose};
+  const int rank = H5Sget_simple_extent_ndims(space.id);
+  if (rank < 1 || rank > 2) fail(path_, fmt::format("dataset '{}' has rank {}, expected 1 or 2", name, rank));
+  hsize_t dims[2] = {0, 1};
+  H5Sget_simple_extent_dims(space.id, dims, nullptr);
+  return {static_cast<Index>(dims[0]), static_cast<Index>(dims[1])};
+}
+
+Batch Hdf5File::read_rows(const std::string& name, Index first, Index count) const {
+  const auto [rows, cols] = shape(name);
+  if (first < 0 || count < 0 || first + count > rows)
+    fail(path_, fmt::format("dataset '{}' has {} rows: cannot read rows {}..{}", name, rows, first, first + count - 1));
+  Batch out(count, cols);
+  if (count == 0) return out;
+  Handle set{H5Dopen2(static_cast<hid_t>(file_), name.c_str(), H5P_DEFAULT), H5Dclose};
+  Handle space{H5Dget_space(set.id), H5Sclose};
+  const int rank = H5Sget_simple_extent_ndims(space.id);
+  const hsize_t start[2] = {static_cast<hsize_t>(first), 0}, extent[2] = {static_cast<hsize_t>(count), static_cast<hsize_t>(cols)};
+  if (H5Sselect_hyperslab(space.id, H5S_SELECT_SET, start, nullptr, extent, nullptr) < 0)
+    fail(path_, fmt::format("cannot select rows of dataset '{}'", name));
+  Handle memory{H5Screate_simple(rank, extent, nullptr), H5Sclose};
+  if (H5Dread(set.id, H5T_NATIVE_DOUBLE, memory.id, space.id, H5P_DEFAULT, out.data()) < 0)
+    fail(path_, fmt::format("cannot read dataset '{}' as float64", name));
+  return out;
+}
+
 std::vector<double> Hdf5File::read_vector(const std::string& name) const {
   const Batch m = read_matrix(name);
   if (m.cols() != 1 && m.rows() != 1)

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -39,6 +40,10 @@ class Hdf5File {
   // refused before anything is allocated (its extent may be far larger than the file).
   Batch read_matrix(const std::string& name) const;
   std::vector<double> read_vector(const std::string& name) const;
+  // A dataset's (rows, columns), a 1-D dataset as one column; and rows [first, first + count) of
+  // it, so that a dataset larger than memory can be streamed a block at a time.
+  std::pair<Index, Index> shape(const std::string& name) const;
+  Batch read_rows(const std::string& name, Index first, Index count) const;
   bool has(const std::string& name) const;
 
   // Groups: created with any missing parents; the names of a group's members, sorted.

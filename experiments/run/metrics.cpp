@@ -76,36 +76,6 @@ Eigen::MatrixXd sample_covariance(const Batch& x) {
   return cov / static_cast<double>(x.rows() - 1);
 }
 
-double frechet_distance(const Eigen::VectorXd& m1, const Eigen::MatrixXd& c1, const Eigen::VectorXd& m2,
-                        const Eigen::MatrixXd& c2) {
-  const Index d = m1.size();
-  if (d == 0 || c1.rows() != d || c1.cols() != d || m2.size() != d || c2.rows() != d || c2.cols() != d)
-    throw std::invalid_argument(fmt::format("frechet_distance: mean sizes {} and {}, covariances {}x{} and {}x{}", d,
-                                            m2.size(), c1.rows(), c1.cols(), c2.rows(), c2.cols()));
-  if (!m1.allFinite() || !m2.allFinite() || !c1.allFinite() || !c2.allFinite()) return kNaN;
-  // Symmetrised: sample covariances are symmetric only up to rounding, and the eigen-solver reads
-  // one triangle.
-  const Eigen::MatrixXd c1s = 0.5 * (c1 + c1.transpose());
-  const Eigen::MatrixXd c2s = 0.5 * (c2 + c2.transpose());
-  const Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> eig1(c1s);
-  if (eig1.info() != Eigen::Success) return kNaN;
-  // c1^{1/2}; eigenvalues below 0 are rounding of a semi-definite matrix.
-  const Eigen::VectorXd root1 = eig1.eigenvalues().unaryExpr([](double l) { return l < 0.0 ? 0.0 : std::sqrt(l); });
-  const Eigen::MatrixXd sqrt_c1 = eig1.eigenvectors() * root1.asDiagonal() * eig1.eigenvectors().transpose();
-  Eigen::MatrixXd middle = sqrt_c1 * c2s * sqrt_c1;
-  middle = 0.5 * (middle + middle.transpose()).eval();
-  // tr(middle^{1/2}) needs only middle's eigenvalues.
-  const Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> eig_middle(middle, Eigen::EigenvaluesOnly);
-  if (eig_middle.info() != Eigen::Success) return kNaN;
-  double trace_root = 0.0;
-  for (Index i = 0; i < d; ++i) {
-    const double l = eig_middle.eigenvalues()[i];
-    trace_root += l < 0.0 ? 0.0 : std::sqrt(l);
-  }
-  const double distance = (m1 - m2).squaredNorm() + c1s.trace() + c2s.trace() - 2.0 * trace_root;
-  return distance < 0.0 ? 0.0 : distance;
-}
-
 double energy_distance(const Batch& x, const Batch& y) {
   if (x.cols() != y.cols())
     throw std::invalid_argument(fmt::format("energy_distance: samples of {} and {} dimensions", x.cols(), y.cols()));

@@ -15,6 +15,7 @@
 #pragma once
 
 #include "core/state.hpp"
+#include "experiments/run/frechet.hpp"
 #include "models/gaussian_mixture.hpp"
 
 #include <Eigen/Core>
@@ -34,14 +35,7 @@ double max_distance(const Batch& a, const Batch& b);
 Eigen::VectorXd sample_mean(const Batch& x);
 Eigen::MatrixXd sample_covariance(const Batch& x);
 
-// Squared Frechet (2-Wasserstein) distance between N(m1, c1) and N(m2, c2), as FID defines it:
-//     |m1 - m2|^2 + tr(c1 + c2 - 2 (c1^{1/2} c2 c1^{1/2})^{1/2}).
-// Both square roots are taken through symmetric eigen-decompositions (eigenvalues clamped at 0),
-// which is exact for the symmetric positive semi-definite matrices involved and avoids the complex
-// round-off a general sqrtm produces; a negative total from rounding is clamped at 0. Throws on
-// mismatched sizes; non-finite input (moments of a diverged run) gives NaN.
-double frechet_distance(const Eigen::VectorXd& m1, const Eigen::MatrixXd& c1, const Eigen::VectorXd& m2,
-                        const Eigen::MatrixXd& c2);
+// frechet_distance(m1, c1, m2, c2): experiments/run/frechet.hpp.
 
 // Energy distance 2 E|X - Y| - E|X - X'| - E|Y - Y'| by its unbiased U-statistic: the cross term
 // averaged over all n_x n_y pairs, the within terms over the distinct pairs i != j. Zero in
