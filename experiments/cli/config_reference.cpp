@@ -23,8 +23,8 @@ std::string config_reference_markdown() {
       "- `diffode likelihood`: `[process]`, `[model]`, `[data]`, `[likelihood]`, `[output]`.\n"
       "- `diffode tune-grid`: `[process]`, `[model]`, `[grid]` (the starting grid), `[sampler]`, `[run]` (`block_rows`, `initial`) and `[tune]`.\n\n"
       "## Tables\n\n";
-  for (const TableSchema* t : {&process_schema(), &model_schema(), &grid_schema(), &sampler_table_schema(), &run_schema(), &metrics_schema(),
-                               &sweep_schema(), &data_schema(), &likelihood_schema(), &likelihood_output_schema(), &tune_schema()})
+  for (const TableSchema* t : {&process_schema(), &model_schema(), &grid_schema(), &sampler_table_schema(), &run_schema(), &guidance_schema(),
+                               &metrics_schema(), &sweep_schema(), &data_schema(), &likelihood_schema(), &likelihood_output_schema(), &tune_schema()})
     out += schema_markdown(*t);
   out += "## Samplers\n\nEach sampler's options, beside `name`, in its `[sampler]` table.\n\n";
   for (const SamplerEntry& e : sampler_registry()) out += schema_markdown(e.options);

@@ -32,7 +32,7 @@ void write_sample_file(Hdf5File& out, const SamplingSetup& s, const SamplingOutc
 std::string sample_config_help() {
   return "Config keys (unknown keys, wrong types and impossible values are errors naming file, line and key; exit 2,\n"
          "nothing written). Every key, with each sampler's options: docs/config.md.\n" +
-         schema_help({&process_schema(), &model_schema(), &grid_schema(), &sampler_table_schema(), &run_schema()}) +
+         schema_help({&process_schema(), &model_schema(), &grid_schema(), &sampler_table_schema(), &run_schema(), &guidance_schema()}) +
          "Output HDF5: /samples, /initial, /grid/t, /grid/sigma, /trajectory/step_NNNN; root attributes config, sampler,\n"
          "status, failure, nfe, seed, command_line, commit, versions, host, start_time.\n"
          "Exit: 0 done, 1 the run failed numerically (recorded in the file), 2 bad input (nothing written; an earlier file\n"
@@ -47,7 +47,7 @@ int run_sample_command(const std::filesystem::path& config_path, const Provenanc
     const Config config(config_path);
     config_text = config.text();
     ConfigTable root = config.root();
-    reject_undeclared_keys(root, {&process_schema(), &model_schema(), &grid_schema(), &sampler_table_schema(), &run_schema()});
+    reject_undeclared_keys(root, {&process_schema(), &model_schema(), &grid_schema(), &sampler_table_schema(), &run_schema(), &guidance_schema()});
     setup = read_sampling_setup(root);
     root.finish();
     ConfigTable run = root.table("run");

@@ -127,7 +127,10 @@ const TableSchema& model_schema() {
        numbers_key("weights", "component weights (K; with means and variances)").optional("none"),
        rows_key("means", "component means (K x D)").optional("none"),
        rows_key("variances", "diagonal component variances (K x D)").optional("none"),
-       string_key("file", "HDF5 file with datasets weights (K), means (K x D), variances (K x D)").optional("none")}};
+       string_key("file", "HDF5 file with datasets weights (K), means (K x D), variances (K x D)").optional("none"),
+       numbers_key("classes", "class of each component (K integers 0..C-1, each class owning one or more): p(x | c) is the class's "
+                              "components renormalised; needed by [guidance]")
+           .optional("none (one class)")}};
   return s;
 }
 
@@ -171,6 +174,7 @@ GaussianMixture inline_mixture(ConfigTable& t) {
 GaussianMixture read_mixture(ConfigTable t) {
   t = t.bind(model_schema());
   t.string("kind");
+  t.node("classes");  // read and checked by read_guidance, which needs the components
   if (t.has("file")) {
     for (const char* key : {"preset", "seed", "weights", "means", "variances"})
       if (t.has(key)) t.fail(key, "only without file (the mixture comes from the file)");
@@ -193,6 +197,71 @@ GaussianMixture read_mixture(ConfigTable t) {
   if (preset == "ring2d") return GaussianMixture::ring();
   if (preset == "iso16") return GaussianMixture::random_isotropic(16, 10, seed);
   return GaussianMixture::random_diagonal(64, 4, seed);
+}
+
+const TableSchema& guidance_schema() {
+  static const TableSchema s{
+      "guidance",
+      "guided sampling of one class of a class-conditional mixture ([model] classes); absent: the model samples p(x)",
+      {integer_key("class", "the requested class c").at_least(0),
+       string_key("kind", "classifier-free guidance, or the exact classifier's gradient added to the conditional score")
+           .fallback_str("cfg")
+           .one_of({"cfg", "classifier"}),
+       number_key("scale", "w: cfg (1 + w) D(x|c) - w D(x|n); classifier score(x|c) + w grad log p(c|x_t); 0 = the conditional model")
+           .fallback(0.0)
+           .at_least(0),
+       number_key("rescale", "phi of CFG-rescale (Lin et al. 2024) on the x0 prediction; 0 = plain CFG (cfg only)").fallback(0.0).at_least(0).at_most(1),
+       numbers_key("interval", "[lo, hi]: guide only where sigma / alpha lies in it (Kynkaanniemi et al. 2024)").optional("always"),
+       integer_key("negative_class", "the class n in place of the null class (cfg only)").optional("the null class: the unconditional model").at_least(0)}};
+  return s;
+}
+
+std::optional<GuidanceSetup> read_guidance(ConfigTable& root, const GaussianMixture& mixture) {
+  ConfigTable model = root.table("model").bind(model_schema());
+  std::vector<Index> classes(mixture.components(), 0);
+  if (model.has("classes")) {
+    const auto given = model.numbers("classes");
+    if (static_cast<Index>(given.size()) != mixture.components())
+      model.fail("classes", fmt::format("{} classes for {} components: one per component", given.size(), mixture.components()));
+    for (std::size_t k = 0; k < given.size(); ++k) {
+      if (!(given[k] >= 0) || given[k] != std::floor(given[k]) || given[k] > 1e9)
+        model.fail("classes", fmt::format("classes[{}] = {}: classes are integers 0..C-1", k, given[k]));
+      classes[k] = static_cast<Index>(given[k]);
+    }
+  }
+  std::shared_ptr<const ClassConditionalMixture> conditional;
+  try {
+    conditional = std::make_shared<const ClassConditionalMixture>(mixture, classes);
+  } catch (const std::exception& e) {
+    model.fail("classes", e.what());
+  }
+  if (!root.peek("guidance")) return std::nullopt;
+  ConfigTable t = root.table("guidance").bind(guidance_schema());
+  GuidanceSetup g{conditional, {}};
+  GuidanceSettings& s = g.settings;
+  if (!model.has("classes")) t.fail("class", "guided sampling needs [model] classes (the class of each component)");
+  s.target_class = t.integer("class");
+  if (s.target_class >= conditional->classes())
+    t.fail("class", fmt::format("class {} of a model with {} classes (0..{})", s.target_class, conditional->classes(), conditional->classes() - 1));
+  s.kind = t.string("kind") == "cfg" ? GuidanceSettings::Kind::cfg : GuidanceSettings::Kind::classifier;
+  s.scale = t.number("scale");
+  s.rescale = t.number("rescale");
+  if (t.has("interval")) {
+    const auto interval = t.numbers("interval");
+    if (interval.size() != 2 || !(interval[0] >= 0) || !(interval[1] >= interval[0]) || std::isnan(interval[1]))
+      t.fail("interval", "expected [lo, hi] with 0 <= lo <= hi (sigma / alpha)");
+    s.sigma_lo = interval[0], s.sigma_hi = interval[1];
+  }
+  if (t.has("negative_class")) {
+    s.negative_class = t.integer("negative_class");
+    if (*s.negative_class >= conditional->classes())
+      t.fail("negative_class", fmt::format("class {} of a model with {} classes", *s.negative_class, conditional->classes()));
+  }
+  if (s.kind == GuidanceSettings::Kind::classifier)
+    for (const char* key : {"rescale", "negative_class"})
+      if (t.has(key)) t.fail(key, "only with kind = \"cfg\" (classifier-free guidance)");
+  t.finish();
+  return g;
 }
 
 const TableSchema& run_schema() {

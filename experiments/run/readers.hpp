@@ -4,6 +4,7 @@
 
 #include "experiments/run/config.hpp"
 #include "models/gaussian_mixture.hpp"
+#include "models/guided_mixture.hpp"
 #include "problems/process.hpp"
 #include "problems/time_grid.hpp"
 
@@ -18,6 +19,7 @@ const TableSchema& process_schema();
 const TableSchema& model_schema();
 const TableSchema& grid_schema();
 const TableSchema& run_schema();
+const TableSchema& guidance_schema();
 
 // Before any value is read: every key of `root` names one of `tables`, and every key of those
 // tables is declared by its schema ([sampler]: by the named sampler's). The first undeclared key in
@@ -28,6 +30,15 @@ void reject_undeclared_keys(const ConfigTable& root, const std::vector<const Tab
 std::unique_ptr<Process> read_process(ConfigTable t);
 // [model] kind = "mixture": preset (ring2d | iso16 | diag64, seed), explicit weights/means/variances, or file.
 GaussianMixture read_mixture(ConfigTable t);
+
+// [model] classes (a class per component) and [guidance]: the class-conditional mixture and the
+// guidance of a guided run (models/guided_mixture.hpp), or nullopt when the config has no
+// [guidance] table (then classes, when given, are only checked: the run samples p(x)).
+struct GuidanceSetup {
+  std::shared_ptr<const ClassConditionalMixture> model;
+  GuidanceSettings settings;
+};
+std::optional<GuidanceSetup> read_guidance(ConfigTable& root, const GaussianMixture& mixture);
 
 // [grid], read once; `build` makes the grid for its own step count or for another (the fine grid of
 // a strong-error reference), so a grid is never rebuilt by editing config text.

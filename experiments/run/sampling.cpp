@@ -80,12 +80,16 @@ BlockResult run_block(const SamplingSetup& s, const RunGrid& g, const BlockRange
 
 }  // namespace
 
-std::unique_ptr<Predictor<Batch>> SamplingSetup::make_predictor() const { return std::make_unique<MixturePredictor>(*mixture); }
+std::unique_ptr<Predictor<Batch>> SamplingSetup::make_predictor() const {
+  if (guidance) return std::make_unique<GuidedPredictor>(guidance->model, guidance->settings);
+  return std::make_unique<MixturePredictor>(*mixture);
+}
 
 SamplingSetup read_sampling_setup(ConfigTable& root) {
   SamplingSetup s;
   s.process = read_process(root.table("process"));
   s.mixture = std::make_shared<const GaussianMixture>(read_mixture(root.table("model")));
+  s.guidance = read_guidance(root, *s.mixture);
   ConfigTable grid_table = root.table("grid");
   s.grid_spec = read_grid_spec(grid_table);
   try {

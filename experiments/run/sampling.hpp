@@ -26,6 +26,7 @@ namespace diffode {
 struct SamplingSetup {
   std::unique_ptr<Process> process;
   std::shared_ptr<const GaussianMixture> mixture;
+  std::optional<GuidanceSetup> guidance;  // [guidance]: guided sampling of one class
   GridSpec grid_spec;
   TimeGrid grid;
   ConfiguredSampler sampler;

@@ -74,7 +74,7 @@ SweepRun read_run(const RunSpec& spec, const std::string& file) {
   SweepRun s;
   ConfigTable root = spec.root(file);
   reject_undeclared_keys(root, {&process_schema(), &model_schema(), &grid_schema(), &sampler_table_schema(), &run_schema(), &metrics_schema(),
-                                &likelihood_schema()});
+                                &likelihood_schema(), &guidance_schema()});
   // The task says which tables the run reads: read it (type, allowed values) before anything else.
   s.task = root.table("run").bind(run_schema()).string("task");
   if (s.task == "likelihood") {
@@ -102,9 +102,12 @@ double elapsed_since(std::chrono::steady_clock::time_point start) {
 }
 
 void law_metrics(const SweepRun& s, const Batch& x, std::map<std::string, ExactLaw>& laws, RunOutcome& out) {
-  const GaussianMixture& mixture = *s.sampling.mixture;
+  // A guided run is measured against its class's conditional law p(x | c): exact at scale 0; at a
+  // larger scale the metrics say how far guidance moves the samples from it.
+  const auto& guidance = s.sampling.guidance;
+  const GaussianMixture& mixture = guidance ? guidance->model->conditional(guidance->settings.target_class) : *s.sampling.mixture;
   const Index n = s.sampling.samples();
-  const std::string key = fmt::format("{}|{}|{}|{}|{}", s.model_key, out.alpha_end, out.sigma_end, n, s.law_seed);
+  const std::string key = fmt::format("{}|{}|{}|{}|{}|{}", s.model_key, guidance ? guidance->settings.target_class : -1, out.alpha_end, out.sigma_end, n, s.law_seed);
   auto it = laws.find(key);
   if (it == laws.end()) it = laws.emplace(key, make_exact_law(mixture, out.alpha_end, out.sigma_end, n, s.law_seed)).first;
   const ExactLaw& law = it->second;
