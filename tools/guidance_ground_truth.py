@@ -15,7 +15,7 @@ that does not shrink with the step count is guidance's own: its ODE/SDE does not
 
 Usage (from the checkout, after building build/experiments/diffode):
     /usr/bin/python3 tools/guidance_ground_truth.py [--diffode build/experiments/diffode]
-        [--samples 4000] [--work build/guidance_ground_truth]
+        [--samples 3000] [--work build/guidance_ground_truth]
 Writes results/guidance_ground_truth.md and results/guidance_ground_truth.png.
 """
 import argparse
@@ -131,7 +131,7 @@ def tv_binned(samples, pts, prob):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--diffode", default="build/experiments/diffode")
-    parser.add_argument("--samples", type=int, default=4000)
+    parser.add_argument("--samples", type=int, default=3000)
     parser.add_argument("--work", default="build/guidance_ground_truth")
     parser.add_argument("--out", default="results")
     args = parser.parse_args()
