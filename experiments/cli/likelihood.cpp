@@ -37,7 +37,7 @@ LikelihoodRun read_likelihood_run(const std::filesystem::path& config_path) {
   run.process = read_process(root.table("process"));
   run.mixture = std::make_unique<GaussianMixture>(read_mixture(root.table("model")));
   run.data = read_likelihood_data(root.table("data"), *run.process, *run.mixture);
-  run.setup = read_likelihood_setup(root.table("likelihood"));
+  run.setup = read_likelihood_setup(root.table("likelihood"), run.mixture->dims());
   check_likelihood_process(root.table("likelihood"), run.setup, *run.process);
   ConfigTable out = root.table("output", output_schema());
   run.output = out.string("file");
@@ -135,10 +135,12 @@ void print_result(const LikelihoodRun& run, const LikelihoodResult& r) {
       "({:.6g} +- {:.3g} bits/dim); exact {:.6g}; error {:.3e} nats/dim mean |.|, bias {:.3e}, Hutchinson se {:.3e} "
       "nats/dim; NFE per point mean {:.1f}, max {:.0f}; {} -> {}\n",
       run.data.description, run.process->name(), dims,
-      setup.solver == "dopri5" ? fmt::format("dopri5 rtol {:g} atol {:g}", setup.options.adaptive.rtol, setup.options.adaptive.atol)
+      setup.adaptive() ? fmt::format("{} rtol {:g} atol {:g}", setup.solver, setup.options.adaptive.rtol, setup.options.adaptive.atol)
                                : fmt::format("{} with {} steps", setup.solver, setup.steps),
       setup.options.time == LikelihoodTime::process ? "in t" : "in log sigma",
-      setup.options.divergence == DivergenceMethod::exact ? "exact" : "Hutchinson", setup.prior == LikelihoodPrior::exact ? "exact p_T" : "Gaussian",
+      setup.options.divergence == DivergenceMethod::exact       ? "exact"
+      : setup.options.divergence == DivergenceMethod::hutchpp ? "Hutch++"
+                                                              : "Hutchinson", setup.prior == LikelihoodPrior::exact ? "exact p_T" : "Gaussian",
       log_p_data.mean(), standard_error_of_mean(log_p_data), bits.mean(), standard_error_of_mean(bits), exact_data.mean(), m.ll_error, m.ll_bias,
       m.ll_std_error, m.nfe_mean, m.nfe_max, r.stats.failed ? "FAILED: " + r.stats.failure : "ok", run.output);
 }

@@ -26,21 +26,26 @@ const TableSchema& likelihood_schema() {
   static const TableSchema s{
       "likelihood",
       "the probability-flow ODE solve of log p (diffode likelihood; a sweep's runs with [run] task = \"likelihood\")",
-      {string_key("solver", "adaptive Dopri5 (per-point error control), or a fixed-step solver")
+      {string_key("solver", "an adaptive pair with per-point error control (Dormand-Prince 5(4), Verner's 6(5)), or a fixed-step solver")
            .fallback_str("dopri5")
-           .one_of({"dopri5", "euler", "heun", "midpoint", "rk4"}),
-       number_key("rtol", "relative tolerance (dopri5)").fallback(1e-5).above(0),
-       number_key("atol", "absolute tolerance (dopri5)").fallback(1e-5).above(0),
-       string_key("error_norm", "dopri5: each point its own steps, or one step for a block (the literature's batch RK45)")
+           .one_of({"dopri5", "verner65", "euler", "heun", "midpoint", "rk4"}),
+       number_key("rtol", "relative tolerance (adaptive solvers)").fallback(1e-5).above(0),
+       number_key("atol", "absolute tolerance (adaptive solvers)").fallback(1e-5).above(0),
+       string_key("error_norm", "adaptive solvers: each point its own steps, or one step for a block (the literature's batch RK45)")
            .fallback_str("per_point")
            .one_of({"per_point", "batch"}),
        integer_key("steps", "uniform steps in the time variable (fixed-step solvers, required there)").optional("required for fixed-step solvers").at_least(1).at_most(1000000),
        string_key("time", "the ODE's variable: t from t_min to T, or u = log sigma~ (better for fixed grids)")
            .fallback_str("process")
            .one_of({"process", "log_sigma"}),
-       string_key("divergence", "the divergence of the drift: exact, or Hutchinson's estimator").fallback_str("exact").one_of({"exact", "hutchinson"}),
-       integer_key("probes", "Hutchinson probes per point (std_error needs >= 2)").fallback_int(1).at_least(1).at_most(4096),
-       string_key("probe", "the probes' law; basis: the D scaled unit vectors (no count)").fallback_str("rademacher").one_of({"rademacher", "gaussian", "basis"}),
+       string_key("divergence", "the divergence of the drift: exact, Hutchinson's estimator, or Hutch++ (a shifted sketch, exact on it, Hutchinson on the rest)")
+           .fallback_str("exact")
+           .one_of({"exact", "hutchinson", "hutchpp"}),
+       integer_key("probes", "hutchinson: probes per point (std_error needs >= 2); hutchpp: JVPs per evaluation, 2 sketch + residual").fallback_int(1).at_least(1).at_most(4096),
+       string_key("probe", "hutchinson: the probes' law; orthogonal: random orthonormal frames of length sqrt(D); basis: the D scaled unit vectors (no count)")
+           .fallback_str("rademacher")
+           .one_of({"rademacher", "gaussian", "orthogonal", "basis"}),
+       integer_key("sketch", "hutchpp: the sketch's width k (r = probes - 2k residual probes); default probes / 4, at least 1").optional("probes / 4").at_least(1),
        integer_key("probe_seed", "seed of the probes").fallback_int(0).at_least(0),
        string_key("prior", "log p_T: the mixture's own (the error is the solver's) or N(0, prior_std^2 I)").fallback_str("exact").one_of({"exact", "gaussian"}),
        integer_key("block_rows", "points per block (diffode likelihood; sweeps take [run] block_rows)").fallback_int(256).at_least(1)}};
@@ -50,33 +55,55 @@ const TableSchema& likelihood_schema() {
 namespace {
 
 void read_adaptive(ConfigTable& t, LikelihoodSetup& s) {
-  if (t.has("steps")) t.fail("steps", "only for the fixed-step solvers (dopri5 chooses its own steps from rtol and atol)");
+  if (t.has("steps")) t.fail("steps", fmt::format("only for the fixed-step solvers ({} chooses its own steps from rtol and atol)", s.solver));
   s.options.adaptive.rtol = t.number("rtol");
   s.options.adaptive.atol = t.number("atol");
   // per_point: each point its own steps (its value then does not depend on its batch); batch:
   // the largest error ratio of the block sets one step for all its points, as a solver that
   // sees the batch as one ODE would (the literature's scipy RK45 setting, up to its RMS norm).
   s.options.adaptive.norm = t.string("error_norm") == "per_point" ? ErrorNorm::per_sample : ErrorNorm::batch;
+  s.options.method = s.solver == "verner65" ? AdaptiveMethod::verner65 : AdaptiveMethod::dopri5;
 }
 
 void read_fixed(ConfigTable& t, LikelihoodSetup& s) {
   for (const char* key : {"rtol", "atol", "error_norm"})
-    if (t.has(key)) t.fail(key, fmt::format("only for solver = \"dopri5\" (the fixed-step solver '{}' takes steps)", s.solver));
+    if (t.has(key)) t.fail(key, fmt::format("only for the adaptive solvers dopri5 and verner65 (the fixed-step solver '{}' takes steps)", s.solver));
   if (!t.has("steps"))
     t.fail("steps", fmt::format("required for the fixed-step solver '{}' (the number of uniform steps in the time variable)", s.solver));
   s.steps = static_cast<int>(t.integer("steps"));
 }
 
-void read_divergence(ConfigTable& t, LikelihoodSetup& s) {
-  const bool hutchinson = t.string("divergence") == "hutchinson";
-  s.options.divergence = hutchinson ? DivergenceMethod::hutchinson : DivergenceMethod::exact;
-  if (!hutchinson) {
-    for (const char* key : {"probes", "probe", "probe_seed"})
-      if (t.has(key)) t.fail(key, "only with divergence = \"hutchinson\"");
+void read_divergence(ConfigTable& t, LikelihoodSetup& s, Index dims) {
+  const std::string divergence = t.string("divergence");
+  s.options.divergence = divergence == "hutchinson" ? DivergenceMethod::hutchinson
+                         : divergence == "hutchpp"  ? DivergenceMethod::hutchpp
+                                                    : DivergenceMethod::exact;
+  if (s.options.divergence == DivergenceMethod::exact) {
+    for (const char* key : {"probes", "probe", "sketch", "probe_seed"})
+      if (t.has(key)) t.fail(key, "only with divergence = \"hutchinson\" or \"hutchpp\"");
     return;
   }
+  if (s.options.divergence == DivergenceMethod::hutchpp) {
+    if (t.has("probe")) t.fail("probe", "Hutch++ draws its own Gaussian sketch and residual probes (the law is for divergence = \"hutchinson\")");
+    if (!t.has("probes")) t.fail("probes", "required for Hutch++: the JVPs per evaluation, 2 sketch + residual (e.g. 8)");
+    s.options.hutchinson.probes = static_cast<Index>(t.integer("probes"));
+    if (t.has("sketch")) s.options.hutchinson.sketch = static_cast<Index>(t.integer("sketch"));
+    s.options.hutchinson.seed = static_cast<std::uint64_t>(t.integer("probe_seed"));
+    if (dims > 0) {
+      try {
+        (void)detail::hutchpp_split(s.options.hutchinson, dims);
+      } catch (const std::invalid_argument& e) {
+        t.fail(t.has("sketch") ? "sketch" : "probes", e.what());
+      }
+    }
+    return;
+  }
+  if (t.has("sketch")) t.fail("sketch", "only with divergence = \"hutchpp\"");
   const std::string law = t.string("probe");
-  s.options.hutchinson.law = law == "rademacher" ? ProbeLaw::rademacher : law == "gaussian" ? ProbeLaw::gaussian : ProbeLaw::basis;
+  s.options.hutchinson.law = law == "rademacher" ? ProbeLaw::rademacher
+                             : law == "gaussian" ? ProbeLaw::gaussian
+                             : law == "orthogonal" ? ProbeLaw::orthogonal
+                                                 : ProbeLaw::basis;
   if (s.options.hutchinson.law == ProbeLaw::basis) {
     if (t.has("probes")) t.fail("probes", "the basis probes are the D scaled unit vectors: give no count");
   } else {
@@ -96,16 +123,16 @@ void check_likelihood_process(ConfigTable t, const LikelihoodSetup& setup, const
                                process.name(), process.t_min(), process.t_max(), lo, hi));
 }
 
-LikelihoodSetup read_likelihood_setup(ConfigTable t) {
+LikelihoodSetup read_likelihood_setup(ConfigTable t, Index dims) {
   t = t.bind(likelihood_schema());
   LikelihoodSetup s;
   s.solver = t.string("solver");
-  if (s.solver == "dopri5")
+  if (s.adaptive())
     read_adaptive(t, s);
   else
     read_fixed(t, s);
   s.options.time = t.string("time") == "process" ? LikelihoodTime::process : LikelihoodTime::log_sigma;
-  read_divergence(t, s);
+  read_divergence(t, s, dims);
   s.prior = t.string("prior") == "exact" ? LikelihoodPrior::exact : LikelihoodPrior::gaussian;
   s.block_rows = static_cast<Index>(t.integer("block_rows"));
   t.finish();
@@ -132,7 +159,7 @@ LikelihoodResult solve_block(const LikelihoodSetup& setup, const Process& proces
   LikelihoodOptions options = setup.options;
   options.first_point += first_point;
   LikelihoodResult r;
-  if (setup.solver == "dopri5") {
+  if (setup.adaptive()) {
     r = log_likelihood(process, source, x, options);
   } else {
     const std::vector<double> grid = uniform_grid(process, options.time, setup.steps);

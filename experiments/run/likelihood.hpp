@@ -26,16 +26,19 @@ enum class LikelihoodPrior { exact, gaussian };
 
 // The solver part of a likelihood run, from a [likelihood] table.
 struct LikelihoodSetup {
-  std::string solver = "dopri5";  // "dopri5" (adaptive) | "euler" | "heun" | "midpoint" | "rk4" (fixed grid)
+  std::string solver = "dopri5";  // "dopri5" | "verner65" (adaptive) | "euler" | "heun" | "midpoint" | "rk4" (fixed grid)
   LikelihoodOptions options;      // rtol, atol, time, divergence, Hutchinson probes
   int steps = 0;                  // fixed-step solvers: uniform grid in options.time's variable
   Index block_rows = 256;         // rows per block (threads take whole blocks)
   LikelihoodPrior prior = LikelihoodPrior::exact;
+  // An adaptive pair (steps from rtol and atol) rather than a fixed grid.
+  bool adaptive() const { return solver == "dopri5" || solver == "verner65"; }
 };
 
 // [likelihood]: the schema, and its reader (calls table.finish(); errors name key and line).
 const TableSchema& likelihood_schema();
-LikelihoodSetup read_likelihood_setup(ConfigTable table);
+// `dims`, when known (> 0), lets the reader refuse a Hutch++ split the model's dimension cannot take.
+LikelihoodSetup read_likelihood_setup(ConfigTable table, Index dims = 0);
 // Refuses a setup the process cannot take (the log-sigma variable where lambda is infinite at an end).
 void check_likelihood_process(ConfigTable table, const LikelihoodSetup& setup, const Process& process);
 

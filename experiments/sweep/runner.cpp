@@ -141,7 +141,7 @@ void likelihood_run(const SweepRun& s, int threads, RunOutcome& out, std::chrono
   out.metric("ll_error") = m.ll_error;
   out.metric("ll_bias") = m.ll_bias;
   out.metric("ll_std_error") = m.ll_std_error;
-  out.metric("rtol") = s.likelihood.solver == "dopri5" ? s.likelihood.options.adaptive.rtol : std::nan("");
+  out.metric("rtol") = s.likelihood.adaptive() ? s.likelihood.options.adaptive.rtol : std::nan("");
   out.metric("probes") =
       s.likelihood.options.divergence == DivergenceMethod::hutchinson ? static_cast<double>(s.likelihood.options.hutchinson.probes) : 0.0;
   if (r.stats.failed) {

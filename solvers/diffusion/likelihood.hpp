@@ -29,6 +29,27 @@
 //                unbiased estimates l_k(T) per point; their mean is the estimate and
 //                std(l_k) / sqrt(K) its standard error.
 //
+//   orthogonal   Hutchinson with each point's K probes a random orthonormal frame scaled to
+//                length sqrt(D) (Gaussian draws orthonormalised; K > D: independent frames of D):
+//                each probe is uniform on the sphere, so E[e e^T] = I still; the identity part of
+//                J_v costs no variance (as with Rademacher), and within a frame the probes cannot
+//                repeat a direction. Standard error: std / sqrt(K) times sqrt(1 - K/D), the
+//                finite-population factor of drawing K of the D directions of a random basis.
+//   Hutch++      Meyer, Musco, Musco & Woodruff 2021, "Hutch++: Optimal Stochastic Trace
+//                Estimation", arXiv:2010.09649, Algorithm 1, adapted to the ODE. At every
+//                evaluation, with the probes S (D x k) and G (D x r) fixed along the trajectory
+//                (Gaussian): (1) the sketch A S with A = J_v (k JVPs); (2) Q = orth((A - mu I) S),
+//                mu = mean_j s_j^T A s_j / |s_j|^2. The shift is ours: J_v of a diffusion is
+//                nearly a multiple of I plus a low-rank part (the posterior spread of the
+//                components), and Hutch++'s plain sketch orth(A S) would then be a random
+//                subspace; shifted, it finds the low-rank part; (3) tr(Q^T A Q) exactly (k JVPs)
+//                plus Hutchinson on the complement with r probes u_l = sqrt(D - k) orth((I - QQ^T)
+//                G)_l (r JVPs): uniform on the complement's sphere, E[u u^T] = I - QQ^T, so the
+//                estimate is unbiased for any Q, and the identity part again costs no variance.
+//                2k + r JVPs per evaluation. Q and the u_l are smooth functions of (x, t), so the
+//                integrand stays smooth for the adaptive solver. Standard error: the residual
+//                probes' std / sqrt(r) times sqrt(1 - r/(D - k)).
+//
 // State. The augmented state is an N x (D + C) Batch, C = 1 (exact) or K (Hutchinson): each row is
 // one point with its integrals. integrate_adaptive's per-sample error control therefore controls a
 // point and its integrals together (the RMS error ratio runs over the row's D + C entries), with a
@@ -36,8 +57,10 @@
 //
 // Per-point cost. Under per-sample control every point rides along in each batched evaluation, but
 // the point's own solve (the one it would do alone, bit for bit) costs 2 evaluations for the
-// starting step (HNW I, section II.4) + 1 first stage + 6 per attempted step of Dopri5 (FSAL; a
-// rejected step keeps its first stage): LikelihoodResult::nfe reports that count.
+// starting step (HNW I, section II.4) + 1 first stage + 6 per attempted step of Dopri5, 8 of
+// Verner's 6(5) (both FSAL; a rejected step keeps its first stage): LikelihoodResult::nfe reports
+// that count. An evaluation is one model call with its divergence or its K JVPs (Hutch++: two
+// rounds of JVPs, k then k + r, each with the score).
 #pragma once
 
 #include "core/state.hpp"
@@ -46,6 +69,7 @@
 #include "solvers/adaptive.hpp"
 #include "solvers/integrate.hpp"
 #include "solvers/ode/dopri5.hpp"
+#include "solvers/ode/verner65.hpp"
 
 #include <Random123/boxmuller.hpp>
 #include <Random123/philox.h>
@@ -54,6 +78,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <iterator>
 #include <numbers>
 #include <span>
 #include <stdexcept>
@@ -106,7 +131,10 @@ class MixtureDivergence final : public DivergenceSource {
   const GaussianMixture& mixture_;
 };
 
-enum class DivergenceMethod { exact, hutchinson };
+enum class DivergenceMethod { exact, hutchinson, hutchpp };
+
+// The adaptive pair of log_likelihood: Dormand-Prince 5(4) or Verner's 6(5) (solvers/ode).
+enum class AdaptiveMethod { dopri5, verner65 };
 
 // The independent variable of the solve. The augmented ODE is the same curve in either; only the
 // steps differ.
@@ -124,13 +152,51 @@ enum class LikelihoodTime { process, log_sigma };
 // among such laws, 2 sum_{i != j} J_ij^2 per probe against Gaussian's 2 |J|_F^2 (Hutchinson 1989).
 // `basis` is not random: K = D probes sqrt(D) e_i, whose mean of e^T J e is exactly tr J; it costs
 // D JVPs and exists to check the JVP path against the exact divergence.
-enum class ProbeLaw { rademacher, gaussian, basis };
+enum class ProbeLaw { rademacher, gaussian, basis, orthogonal };
 
 struct HutchinsonOptions {
-  Index probes = 1;
-  ProbeLaw law = ProbeLaw::rademacher;
+  Index probes = 1;  // Hutchinson: probes per point; Hutch++: JVPs per evaluation, 2 sketch + residual
+  ProbeLaw law = ProbeLaw::rademacher;  // Hutchinson only (Hutch++ draws Gaussian S and G)
   std::uint64_t seed = 0;
+  Index sketch = 0;  // Hutch++: k, the sketch's width (0: probes / 4, at least 1); r = probes - 2k
 };
+
+namespace detail {
+
+// Gram-Schmidt, twice (Giraud et al. 2005: "twice is enough"), of the candidate columns against
+// `against` (orthonormal columns) and each other, keeping the first `wanted` whose norm after
+// projection is at least 1e-10 of their norm before; the columns after them stand in for candidates
+// that were (numerically) dependent.
+inline Eigen::MatrixXd orthonormal_columns(const Eigen::MatrixXd& candidates, Index wanted,
+                                           const Eigen::MatrixXd& against = Eigen::MatrixXd()) {
+  const Index d = candidates.rows();
+  Eigen::MatrixXd q(d, wanted);
+  Index have = 0;
+  for (Index j = 0; j < candidates.cols() && have < wanted; ++j) {
+    Eigen::VectorXd v = candidates.col(j);
+    const double before = v.norm();
+    if (!(before > 0) || !std::isfinite(before)) continue;
+    for (int pass = 0; pass < 2; ++pass) {
+      if (against.cols() > 0) v -= against * (against.transpose() * v);
+      if (have > 0) v -= q.leftCols(have) * (q.leftCols(have).transpose() * v);
+    }
+    const double after = v.norm();
+    if (after < 1e-10 * before) continue;
+    q.col(have++) = v / after;
+  }
+  if (have < wanted) throw std::runtime_error("orthonormal_columns: the candidates span too few directions");
+  return q;
+}
+
+// The candidate columns with the unit vectors appended, so that a full set always exists.
+inline Eigen::MatrixXd with_unit_vectors(const Eigen::MatrixXd& candidates) {
+  const Index d = candidates.rows();
+  Eigen::MatrixXd all(d, candidates.cols() + d);
+  all << candidates, Eigen::MatrixXd::Identity(d, d);
+  return all;
+}
+
+}  // namespace detail
 
 // The probes of points first_point .. first_point + n - 1: probes[k] is N x D. Drawn from
 // Philox4x32-10 (Salmon et al. 2011) keyed by the seed, with counter (block, probe k, point index),
@@ -146,6 +212,22 @@ inline std::vector<Batch> hutchinson_probes(Index n, Index dims, const Hutchinso
     return probes;
   }
   if (options.probes < 1) throw std::invalid_argument("hutchinson_probes: need at least one probe");
+  if (options.law == ProbeLaw::orthogonal) {
+    // Gaussian draws, orthonormalised per point in frames of at most D, scaled to length sqrt(D).
+    HutchinsonOptions gaussian = options;
+    gaussian.law = ProbeLaw::gaussian;
+    std::vector<Batch> probes = hutchinson_probes(n, dims, gaussian, first_point);
+    const double length = std::sqrt(static_cast<double>(dims));
+    for (Index i = 0; i < n; ++i)
+      for (Index first = 0; first < options.probes; first += dims) {
+        const Index m = std::min(dims, options.probes - first);
+        Eigen::MatrixXd block(dims, m);
+        for (Index k = 0; k < m; ++k) block.col(k) = probes[first + k].row(i).transpose();
+        const Eigen::MatrixXd q = detail::orthonormal_columns(detail::with_unit_vectors(block), m);
+        for (Index k = 0; k < m; ++k) probes[first + k].row(i) = length * q.col(k).transpose().array();
+      }
+    return probes;
+  }
   const Philox::key_type key = {
       {static_cast<std::uint32_t>(options.seed), static_cast<std::uint32_t>(options.seed >> 32) ^ kProbeKey}};
   std::vector<Batch> probes(options.probes, Batch(n, dims));
@@ -172,9 +254,16 @@ inline std::vector<Batch> hutchinson_probes(Index n, Index dims, const Hutchinso
   return probes;
 }
 
+// Hutch++'s probes, fixed along the trajectory: the sketch S (k Batches N x D) and the residual
+// probes G (r Batches), both Gaussian.
+struct HutchppProbes {
+  std::vector<Batch> sketch, residual;
+};
+
 // The augmented probability flow d/dt [x, l_1..l_C] in the process's time, as an ODE problem on
 // N x (D + C) Batches for the generic steppers: C = 1 with the exact divergence, C = K with fixed
-// probes e_k, l_k' = e_k^T J_v e_k = f |e_k|^2 - 1/2 g^2 e_k^T J_s e_k.
+// probes e_k, l_k' = e_k^T J_v e_k = f |e_k|^2 - 1/2 g^2 e_k^T J_s e_k; Hutch++: C = 1 + r, the
+// first d/dt tr(Q^T J_v Q), then the r residual probes' u_l^T J_v u_l (module comment).
 class AugmentedProbabilityFlow {
  public:
   using Scalars = PerSample;
@@ -195,9 +284,31 @@ class AugmentedProbabilityFlow {
     }
   }
 
+  // Hutch++ with these probes (k >= 1 sketch columns, r >= 1 residual ones, k + r <= D).
+  AugmentedProbabilityFlow(const Process& process, const DivergenceSource& source, Index dims, HutchppProbes probes,
+                           LikelihoodTime time = LikelihoodTime::process)
+      : process_(process), source_(source), dims_(dims), time_(time), hutchpp_(std::move(probes)) {
+    const Index k = static_cast<Index>(hutchpp_.sketch.size()), r = static_cast<Index>(hutchpp_.residual.size());
+    if (k < 1 || r < 1 || k + r > dims_)
+      throw std::invalid_argument(fmt::format("AugmentedProbabilityFlow: Hutch++ needs a sketch k >= 1 and residual probes r >= 1 "
+                                              "with k + r <= D = {} (got k = {}, r = {})", dims_, k, r));
+    for (const auto* block : {&hutchpp_.sketch, &hutchpp_.residual})
+      for (const Batch& e : *block)
+        if (e.cols() != dims_ || e.rows() != hutchpp_.sketch.front().rows())
+          throw std::invalid_argument("AugmentedProbabilityFlow: a Hutch++ probe's shape differs from N x D");
+    directions_.assign(k + r, Batch(hutchpp_.sketch.front().rows(), dims_));
+  }
+
   Index dims() const { return dims_; }
-  // Columns after the D of the point: 1, or the number of probes.
-  Index integrals() const { return probes_.empty() ? 1 : static_cast<Index>(probes_.size()); }
+  bool is_hutchpp() const { return !hutchpp_.sketch.empty(); }
+  // Columns after the D of the point: 1, the number of probes, or (Hutch++) 1 + r.
+  Index integrals() const {
+    if (is_hutchpp()) return 1 + static_cast<Index>(hutchpp_.residual.size());
+    return probes_.empty() ? 1 : static_cast<Index>(probes_.size());
+  }
+  // Of those, how many lead the others as exact terms (Hutch++'s tr(Q^T J_v Q)); the rest are
+  // probe integrals whose mean estimates the remaining trace.
+  Index exact_integrals() const { return is_hutchpp() ? 1 : 0; }
 
   // The solve's range in its own variable: [t_min, T], or [log sigma~(t_min), log sigma~(T)].
   double start() const { return to_variable(process_.t_min()); }
@@ -225,7 +336,9 @@ class AugmentedProbabilityFlow {
     const PerSample alpha = process_.alpha(t), sigma = process_.sigma(t);
     const PerSample f = process_.f(t), half_g2 = 0.5 * process_.g2(t);
     out.resize(n, z.cols());
-    if (probes_.empty()) {
+    if (is_hutchpp()) {
+      hutchpp_integrands(alpha, sigma, f, half_g2, out);
+    } else if (probes_.empty()) {
       source_.score_and_divergence(x_, alpha, sigma, score_, divergence_);
       out.col(dims_) = f * static_cast<double>(dims_) - half_g2 * divergence_;
     } else {
@@ -239,22 +352,63 @@ class AugmentedProbabilityFlow {
     out.leftCols(dims_) = x_.colwise() * f - score_.colwise() * half_g2;
   }
 
+  // Hutch++ at one evaluation (module comment): the sketch's JVPs, then per point Q and the
+  // residual probes, then their JVPs; writes the 1 + r integrand columns and leaves the score.
+  void hutchpp_integrands(const PerSample& alpha, const PerSample& sigma, const PerSample& f, const PerSample& half_g2,
+                          Batch& out) const {
+    const Index n = x_.rows(), d = dims_;
+    const Index k = static_cast<Index>(hutchpp_.sketch.size()), r = static_cast<Index>(hutchpp_.residual.size());
+    if (hutchpp_.sketch.front().rows() != n)
+      throw std::invalid_argument("AugmentedProbabilityFlow: the probes were drawn for another number of points");
+    source_.score_and_jvps(x_, alpha, sigma, hutchpp_.sketch, score_, jvps_);
+    const double residual_length = std::sqrt(static_cast<double>(d - k));
+    Eigen::MatrixXd s(d, k), shifted(d, k), g(d, r);
+    for (Index i = 0; i < n; ++i) {
+      double mu = 0;
+      for (Index j = 0; j < k; ++j) {
+        s.col(j) = hutchpp_.sketch[j].row(i).transpose();
+        // A s_j = f s_j - 1/2 g^2 J_s s_j.
+        shifted.col(j) = f[i] * s.col(j) - half_g2[i] * jvps_[j].row(i).transpose().matrix();
+        mu += s.col(j).dot(shifted.col(j)) / s.col(j).squaredNorm();
+      }
+      mu /= static_cast<double>(k);
+      shifted -= mu * s;
+      // The sketch's own columns stand in for shifted ones that vanish (A a multiple of I on them).
+      Eigen::MatrixXd candidates(d, 2 * k);
+      candidates << shifted, s;
+      const Eigen::MatrixXd q = detail::orthonormal_columns(detail::with_unit_vectors(candidates), k);
+      for (Index l = 0; l < r; ++l) g.col(l) = hutchpp_.residual[l].row(i).transpose();
+      const Eigen::MatrixXd u = detail::orthonormal_columns(detail::with_unit_vectors(g), r, q);
+      for (Index j = 0; j < k; ++j) directions_[j].row(i) = q.col(j).transpose().array();
+      for (Index l = 0; l < r; ++l) directions_[k + l].row(i) = residual_length * u.col(l).transpose().array();
+    }
+    source_.score_and_jvps(x_, alpha, sigma, directions_, second_score_, jvps_);
+    // |q_j| = 1 and |u_l|^2 = D - k exactly: the f I part of J_v enters without noise.
+    PerSample projected = PerSample::Zero(n);
+    for (Index j = 0; j < k; ++j) projected += (directions_[j] * jvps_[j]).rowwise().sum();
+    out.col(d) = f * static_cast<double>(k) - half_g2 * projected;
+    for (Index l = 0; l < r; ++l)
+      out.col(d + 1 + l) = f * static_cast<double>(d - k) - half_g2 * (directions_[k + l] * jvps_[k + l]).rowwise().sum();
+  }
+
   const Process& process_;
   const DivergenceSource& source_;
   Index dims_;
   LikelihoodTime time_;
   std::vector<Batch> probes_;
   std::vector<PerSample> squared_norms_;
+  HutchppProbes hutchpp_;
   // Scratch, reused across calls (a problem is used by one solve at a time).
-  mutable Batch x_, score_;
+  mutable Batch x_, score_, second_score_;
   mutable PerSample divergence_;
-  mutable std::vector<Batch> jvps_;
+  mutable std::vector<Batch> jvps_, directions_;
 };
 
 struct LikelihoodOptions {
   DivergenceMethod divergence = DivergenceMethod::exact;
   HutchinsonOptions hutchinson{};
   LikelihoodTime time = LikelihoodTime::process;
+  AdaptiveMethod method = AdaptiveMethod::dopri5;
   // Dopri5 at rtol = atol = 1e-5 is the setting of Song et al. (2021, appendix D.2: scipy's RK45
   // with rtol = atol = 1e-5), kept as the default so that numbers compare with the literature.
   AdaptiveOptions adaptive{.rtol = 1e-5, .atol = 1e-5};
@@ -268,8 +422,11 @@ struct LikelihoodResult {
   PerSample delta_log_p;    // int_{t_min}^T div v dt (Hutchinson: the mean over probes)
   PerSample prior_log_p;    // the process prior at x_T (an approximation to log p_T)
   PerSample log_p;          // prior_log_p + delta_log_p: the likelihood at t_min
-  PerSample std_error;      // Hutchinson: std over probes / sqrt(K); 0 for the exact divergence
-  Batch probe_integrals;    // Hutchinson: N x K, each probe's integral; exact: N x 1
+  PerSample std_error;      // Hutchinson: std over probes / sqrt(K) (orthogonal and Hutch++: times the
+                            // finite-population factor); 0 for the exact divergence
+  Index std_error_dof = 0;  // degrees of freedom of std_error: the probe integrals averaged, less 1
+  Batch probe_integrals;    // Hutchinson: N x K, each probe's integral; exact: N x 1; Hutch++: N x (1 + r),
+                            // the integral of tr(Q^T J_v Q), then the residual probes' integrals
   std::vector<Index> nfe;   // evaluations of the model (each with its divergence or K JVPs) the point's solve took
   std::vector<Index> accepted, rejected;  // the point's steps (fixed grid: all accepted)
   IntegrationStats stats;   // the batch run (nfe = batched evaluations; failure, if any)
@@ -280,28 +437,69 @@ struct LikelihoodResult {
 
 namespace detail {
 
+// Hutch++'s split of the JVP budget K = 2k + r: k as given, or K / 4 (at least 1), which on the
+// exact mixtures had the smallest variance per JVP (results/likelihood_cost.md).
+inline std::pair<Index, Index> hutchpp_split(const HutchinsonOptions& o, Index dims) {
+  const Index k = o.sketch > 0 ? o.sketch : std::max<Index>(1, o.probes / 4);
+  const Index r = o.probes - 2 * k;
+  if (r < 1 || k + r > dims)
+    throw std::invalid_argument(fmt::format("Hutch++: {} JVPs with a sketch of {} leave {} residual probes; need 1 <= r and "
+                                            "k + r <= D = {}", o.probes, k, r, dims));
+  return {k, r};
+}
+
 inline AugmentedProbabilityFlow make_augmented(const Process& process, const DivergenceSource& source, Index n,
                                                Index dims, const LikelihoodOptions& options) {
   if (options.divergence == DivergenceMethod::exact) return {process, source, dims, options.time};
+  if (options.divergence == DivergenceMethod::hutchpp) {
+    const auto [k, r] = hutchpp_split(options.hutchinson, dims);
+    // S and G: one Gaussian stream, S its probes 0..k-1 and G the next r.
+    HutchinsonOptions gaussian = options.hutchinson;
+    gaussian.law = ProbeLaw::gaussian;
+    gaussian.probes = k + r;
+    std::vector<Batch> all = hutchinson_probes(n, dims, gaussian, options.first_point);
+    HutchppProbes probes;
+    probes.sketch.assign(std::make_move_iterator(all.begin()), std::make_move_iterator(all.begin() + k));
+    probes.residual.assign(std::make_move_iterator(all.begin() + k), std::make_move_iterator(all.end()));
+    return {process, source, dims, std::move(probes), options.time};
+  }
   return {process, source, dims, hutchinson_probes(n, dims, options.hutchinson, options.first_point), options.time};
 }
 
-inline LikelihoodResult read_out(const Process& process, const Batch& z, Index dims) {
+// The finite-population factor of the standard error (module comment): 1 - K/D for K orthogonal
+// probes of D dimensions (K <= D), 1 - r/(D - k) for Hutch++'s residual, 1 otherwise.
+inline double finite_population_factor(const LikelihoodOptions& options, Index dims) {
+  if (options.divergence == DivergenceMethod::hutchpp) {
+    const auto [k, r] = hutchpp_split(options.hutchinson, dims);
+    return 1.0 - static_cast<double>(r) / static_cast<double>(dims - k);
+  }
+  if (options.divergence == DivergenceMethod::hutchinson && options.hutchinson.law == ProbeLaw::orthogonal &&
+      options.hutchinson.probes <= dims)
+    return 1.0 - static_cast<double>(options.hutchinson.probes) / static_cast<double>(dims);
+  return 1.0;
+}
+
+inline LikelihoodResult read_out(const Process& process, const Batch& z, Index dims, Index exact_columns = 0,
+                                 double population_factor = 1.0) {
   LikelihoodResult r;
-  const Index columns = z.cols() - dims;
+  const Index columns = z.cols() - dims, probes = columns - exact_columns;
   r.x_T = z.leftCols(dims);
   r.probe_integrals = z.rightCols(columns);
   // Sums over the probes in one fixed order, column by column: Eigen's rowwise reductions sum a
   // row in a different order depending on its position in the batch (vector lanes), which would
   // make a point's value depend on its batch by an ulp.
-  r.delta_log_p = PerSample::Zero(z.rows());
-  for (Index k = 0; k < columns; ++k) r.delta_log_p += r.probe_integrals.col(k);
-  r.delta_log_p /= static_cast<double>(columns);
+  PerSample mean = PerSample::Zero(z.rows());
+  for (Index k = exact_columns; k < columns; ++k) mean += r.probe_integrals.col(k);
+  mean /= static_cast<double>(probes);
   r.std_error = PerSample::Zero(z.rows());
-  if (columns > 1) {
-    for (Index k = 0; k < columns; ++k) r.std_error += (r.probe_integrals.col(k) - r.delta_log_p).square();
-    r.std_error = (r.std_error / static_cast<double>(columns - 1) / static_cast<double>(columns)).sqrt();
+  if (probes > 1) {
+    for (Index k = exact_columns; k < columns; ++k) r.std_error += (r.probe_integrals.col(k) - mean).square();
+    r.std_error = (r.std_error / static_cast<double>(probes - 1) / static_cast<double>(probes)).sqrt();
+    if (population_factor != 1.0) r.std_error *= std::sqrt(population_factor);
+    r.std_error_dof = probes - 1;
   }
+  r.delta_log_p = mean;
+  for (Index k = 0; k < exact_columns; ++k) r.delta_log_p += r.probe_integrals.col(k);
   r.prior_log_p = process.prior_log_density(r.x_T);
   r.log_p = r.prior_log_p + r.delta_log_p;
   return r;
@@ -315,25 +513,42 @@ inline Batch augment(const Batch& x, Index integrals) {
 
 }  // namespace detail
 
-// log p_{t_min}(x) for each row of x (data at t_min, in the process's space), by adaptive Dopri5
-// with per-point error control from t_min to T (in options.time's variable).
-inline LikelihoodResult log_likelihood(const Process& process, const DivergenceSource& source, const Batch& x,
-                                       const LikelihoodOptions& options = {}) {
+namespace detail {
+
+template <class Stepper>
+LikelihoodResult solve_adaptive(const Process& process, const DivergenceSource& source, const Batch& x,
+                                const LikelihoodOptions& options) {
   const Index dims = x.cols();
-  const AugmentedProbabilityFlow flow = detail::make_augmented(process, source, x.rows(), dims, options);
-  Batch z = detail::augment(x, flow.integrals());
-  Dopri5<Batch> stepper;
+  const AugmentedProbabilityFlow flow = make_augmented(process, source, x.rows(), dims, options);
+  Batch z = augment(x, flow.integrals());
+  Stepper stepper;
   const AdaptiveStats stats = integrate_adaptive(stepper, flow, flow.start(), flow.end(), z, options.adaptive);
-  LikelihoodResult r = detail::read_out(process, z, dims);
+  LikelihoodResult r = read_out(process, z, dims, flow.exact_integrals(), finite_population_factor(options, dims));
   r.stats = stats;
   r.accepted = stats.accepted;
   r.rejected = stats.rejected_per_sample;
   // The point's own solve: the starting-step heuristic's 2 evaluations (unless a first step is
-  // given), the first stage, then 6 per attempt (module comment).
+  // given), the first stage, then s - 1 per attempt of an FSAL pair (module comment).
+  static_assert(Stepper::traits.adaptive);
+  const Index per_attempt = Stepper::traits.evaluations_per_step;
   const Index start = options.adaptive.initial_step > 0 ? 1 : 3;
   r.nfe.resize(x.rows());
-  for (Index i = 0; i < x.rows(); ++i) r.nfe[i] = start + 6 * (stats.accepted[i] + stats.rejected_per_sample[i]);
+  for (Index i = 0; i < x.rows(); ++i) r.nfe[i] = start + per_attempt * (stats.accepted[i] + stats.rejected_per_sample[i]);
   return r;
+}
+
+}  // namespace detail
+
+// log p_{t_min}(x) for each row of x (data at t_min, in the process's space), by an adaptive pair
+// (options.method: Dopri5 or Verner 6(5), both FSAL) with per-point error control from t_min to T
+// (in options.time's variable).
+inline LikelihoodResult log_likelihood(const Process& process, const DivergenceSource& source, const Batch& x,
+                                       const LikelihoodOptions& options = {}) {
+  switch (options.method) {
+    case AdaptiveMethod::verner65: return detail::solve_adaptive<Verner65<Batch>>(process, source, x, options);
+    case AdaptiveMethod::dopri5: break;
+  }
+  return detail::solve_adaptive<Dopri5<Batch>>(process, source, x, options);
 }
 
 // The same with any fixed-step ODE stepper of solvers/ode on a grid in options.time's variable,
@@ -350,7 +565,7 @@ LikelihoodResult log_likelihood_on_grid(Stepper& stepper, const Process& process
                                             flow.start(), flow.end()));
   Batch z = detail::augment(x, flow.integrals());
   const IntegrationStats stats = integrate(stepper, flow, grid, z);
-  LikelihoodResult r = detail::read_out(process, z, dims);
+  LikelihoodResult r = detail::read_out(process, z, dims, flow.exact_integrals(), detail::finite_population_factor(options, dims));
   r.stats = stats;
   r.nfe.assign(x.rows(), stats.nfe);
   r.accepted.assign(x.rows(), stats.steps);

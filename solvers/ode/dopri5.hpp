@@ -17,6 +17,7 @@
 #include <array>
 #include <cmath>
 #include <limits>
+#include <string_view>
 #include <utility>
 
 namespace diffode {
@@ -24,6 +25,7 @@ namespace diffode {
 // The Butcher tableau as data; tests/solvers/ode_order_test.cpp checks c_i = sum_j a_ij and the
 // order conditions (order 5 for b, order 4 for bhat) over all rooted trees.
 struct Dopri5Tableau {
+  static constexpr std::string_view name = "dopri5";
   static constexpr int stages = 7;
   static constexpr std::array<double, 7> c{0.0, 1.0 / 5, 3.0 / 10, 4.0 / 5, 8.0 / 9, 1.0, 1.0};
   static constexpr std::array<std::array<double, 7>, 7> a{{

@@ -53,6 +53,49 @@ TEST(LikelihoodSetupReader, DefaultsAreDopri5AtTheLiteraturesTolerance) {
   EXPECT_EQ(s.steps, 0);
 }
 
+// The adaptive pairs and the variance-reduced estimators are chosen by solver, divergence, probe and
+// sketch; a Hutch++ split the model cannot take is refused at its key.
+TEST(LikelihoodSetupReader, ReadsVerner65AndHutchpp) {
+  const Config config = Config::from_string(R"([likelihood]
+solver = "verner65"
+rtol = 1e-3
+atol = 1e-3
+divergence = "hutchpp"
+probes = 8
+sketch = 3
+probe_seed = 2
+)", "c.toml");
+  ConfigTable root = config.root();
+  const LikelihoodSetup s = read_likelihood_setup(root.table("likelihood"), 16);
+  EXPECT_TRUE(s.adaptive());
+  EXPECT_EQ(s.options.method, AdaptiveMethod::verner65);
+  EXPECT_EQ(s.options.adaptive.rtol, 1e-3);
+  EXPECT_EQ(s.options.divergence, DivergenceMethod::hutchpp);
+  EXPECT_EQ(s.options.hutchinson.probes, 8);
+  EXPECT_EQ(s.options.hutchinson.sketch, 3);
+  EXPECT_EQ(s.options.hutchinson.seed, 2u);
+  EXPECT_NE(setup_error("[likelihood]\nsolver = \"verner65\"\nsteps = 10\n").find("steps"), std::string::npos);
+  EXPECT_NE(setup_error("[likelihood]\nprobe = \"orthogonal\"\n").find("probe"), std::string::npos);
+  EXPECT_EQ(setup_error("[likelihood]\ndivergence = \"hutchinson\"\nprobes = 8\nprobe = \"orthogonal\"\n"), "");
+  EXPECT_NE(setup_error("[likelihood]\ndivergence = \"hutchpp\"\n").find("probes"), std::string::npos);
+  EXPECT_NE(setup_error("[likelihood]\ndivergence = \"hutchpp\"\nprobes = 8\nprobe = \"gaussian\"\n").find("probe"), std::string::npos);
+  EXPECT_NE(setup_error("[likelihood]\ndivergence = \"hutchinson\"\nprobes = 8\nsketch = 2\n").find("sketch"), std::string::npos);
+  // 8 JVPs with a sketch of 4 leave no residual probe; on a 2-D model 8 JVPs with k = 2 leave 4 > D - k.
+  const auto split_error = [](const std::string& text, Index dims) -> std::string {
+    try {
+      const Config config = Config::from_string(text, "c.toml");
+      ConfigTable root = config.root();
+      read_likelihood_setup(root.table("likelihood"), dims);
+    } catch (const ConfigError& e) {
+      return e.what();
+    }
+    return "";
+  };
+  EXPECT_NE(split_error("[likelihood]\ndivergence = \"hutchpp\"\nprobes = 8\nsketch = 4\n", 16).find("sketch"), std::string::npos);
+  EXPECT_NE(split_error("[likelihood]\ndivergence = \"hutchpp\"\nprobes = 8\n", 2).find("probes"), std::string::npos);
+  EXPECT_EQ(split_error("[likelihood]\ndivergence = \"hutchpp\"\nprobes = 8\n", 16), "");
+}
+
 TEST(LikelihoodSetupReader, ReadsEveryKey) {
   const Config config = Config::from_string(R"([likelihood]
 solver = "rk4"
@@ -88,9 +131,9 @@ TEST(LikelihoodSetupReader, ErrorsNameFileLineAndKey) {
       {"[likelihood]\nsolver = \"rk4\"\n", "c.toml:1: likelihood.steps: required for the fixed-step solver 'rk4'"},
       {"[likelihood]\nsolver = \"heun\"\nsteps = 0\n", "c.toml:3: likelihood.steps: must lie in 1..1000000"},
       {"[likelihood]\nsteps = 10\n", "c.toml:2: likelihood.steps: only for the fixed-step solvers"},
-      {"[likelihood]\nsolver = \"euler\"\nsteps = 10\natol = 1e-3\n", "c.toml:4: likelihood.atol: only for solver = \"dopri5\""},
+      {"[likelihood]\nsolver = \"euler\"\nsteps = 10\natol = 1e-3\n", "c.toml:4: likelihood.atol: only for the adaptive solvers"},
       {"[likelihood]\nsolver = \"rk45\"\n", "c.toml:2: likelihood.solver: 'rk45' is not one of"},
-      {"[likelihood]\nprobes = 4\n", "c.toml:2: likelihood.probes: only with divergence = \"hutchinson\""},
+      {"[likelihood]\nprobes = 4\n", "c.toml:2: likelihood.probes: only with divergence = \"hutchinson\" or \"hutchpp\""},
       {"[likelihood]\ndivergence = \"hutchinson\"\nprobes = 0\n", "c.toml:3: likelihood.probes: must lie in 1..4096"},
       {"[likelihood]\ndivergence = \"hutchinson\"\nprobe = \"basis\"\nprobes = 3\n", "c.toml:4: likelihood.probes: the basis probes"},
       {"[likelihood]\nsteps = 3.5\nsolver = \"rk4\"\n", "c.toml:2: likelihood.steps: expected an integer"},

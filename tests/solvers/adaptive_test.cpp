@@ -5,6 +5,7 @@
 #include "problems/order_cases.hpp"
 #include "solvers/adaptive.hpp"
 #include "solvers/ode/dopri5.hpp"
+#include "solvers/ode/verner65.hpp"
 
 #include <gtest/gtest.h>
 
@@ -35,13 +36,14 @@ AdaptiveOptions tolerance(double tol) {
 // mixed norm, |x - exact| / (atol + rtol |exact|): backward in time the damped system grows about
 // tenfold, and so does its absolute error. Measured: worst ratio 1.08 forward, 11.0 backward;
 // the test allows 20.
+template <template <class> class Stepper = Dopri5>
 void expect_tolerance_proportionality(double t0, double t1) {
   const auto problem = LinearOde::damped_rotation();
   const Batch x0 = linear_batch();
   const Batch exact = problem.exact(x0, t0, t1);
   double previous = INFINITY, worst_ratio = 0;
   for (double tol : {1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9}) {
-    Dopri5<Batch> stepper;
+    Stepper<Batch> stepper;
     Batch x = x0;
     const auto stats = integrate_adaptive(stepper, problem, t0, t1, x, tolerance(tol));
     ASSERT_FALSE(stats.failed) << stats.failure;
@@ -64,6 +66,13 @@ TEST(Adaptive, ErrorFollowsTheToleranceForward) {
   expect_tolerance_proportionality(order_cases::adaptive_t0, order_cases::adaptive_t1);
 }
 TEST(Adaptive, ErrorFollowsTheToleranceBackward) { expect_tolerance_proportionality(5.0, 0.5); }
+
+// The same driver with Verner's 6(5) pair (solvers/ode/verner65.hpp): its error estimate steers the
+// controller to the tolerance just as Dopri5's does.
+TEST(Adaptive, Verner65ErrorFollowsTheTolerance) {
+  expect_tolerance_proportionality<Verner65>(order_cases::adaptive_t0, order_cases::adaptive_t1);
+  expect_tolerance_proportionality<Verner65>(5.0, 0.5);
+}
 
 // The logistic problem with rate 4 swings x close to 0 and 1 and back; its sensitivity to earlier
 // errors multiplies the local tolerance (measured: 19x forward over [0, 6], 47x backward over
