@@ -2,6 +2,8 @@
 // sampler, the Brownian path on request (the former noise, bit for bit), deterministic samplers
 // refusing the key, and per-step results that do not depend on the thread count or the blocks.
 #include "experiments/run/sampling.hpp"
+#include "experiments/sweep/plan.hpp"
+#include "experiments/sweep/runner.hpp"
 #include "solvers/diffusion/euler_ancestral.hpp"
 
 #include <fmt/format.h>
@@ -85,6 +87,27 @@ TEST(SamplerNoise, DeterministicSamplersAndBadValuesAreRefused) {
   EXPECT_THROW(setup_of("name = \"dpmpp_2m\"\nnoise = \"brownian\""), ConfigError);
   EXPECT_THROW(setup_of("name = \"euler_ancestral\"\nnoise = \"tree\""), ConfigError);
   EXPECT_THROW(setup_of("name = \"euler_ancestral\"\nnoise = 1"), ConfigError);
+}
+
+// A sweep's strong error compares a run with a fine-grid run on the same noise: a run that sets
+// noise = "per_step" is refused (naming the key), one that leaves it unset or sets "brownian" is not.
+TEST(SamplerNoise, SweepStrongErrorNeedsTheBrownianPath) {
+  auto error_of = [](const std::string& sampler, const std::string& metrics) -> std::string {
+    try {
+      const SweepPlan plan = plan_sweep(Config::from_string(
+          fmt::format("[grid]\nsteps = 4\n[sampler]\n{}\n[run]\nsamples = 8\n[metrics]\n{}\n", sampler, metrics), "s.toml"));
+      for (const auto& run : plan.runs) validate_run(run, plan.file);
+    } catch (const ConfigError& e) {
+      return e.what();
+    }
+    return "no error";
+  };
+  const std::string refused = error_of("name = \"euler_ancestral\"\nnoise = \"per_step\"", "strong_steps = 16");
+  EXPECT_NE(refused.find("metrics.strong"), std::string::npos) << refused;
+  EXPECT_NE(refused.find("noise = \"brownian\""), std::string::npos) << refused;
+  EXPECT_EQ(error_of("name = \"euler_ancestral\"", "strong_steps = 16"), "no error");
+  EXPECT_EQ(error_of("name = \"euler_ancestral\"\nnoise = \"brownian\"", "strong_steps = 16"), "no error");
+  EXPECT_EQ(error_of("name = \"euler_ancestral\"\nnoise = \"per_step\"", "strong = false"), "no error");
 }
 
 }  // namespace
