@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
+#include <vector>
 
 namespace diffode {
 namespace {
@@ -291,7 +292,20 @@ inline void normals_block(const PhiloxKeys& key, std::uint64_t node, const std::
 
 }  // namespace
 
-void BrownianPath::point(double t, Index first_sample, Batch& w, Batch* integral) const {
+// A BrownianInterval's memory: for levels 0 .. levels-1 of its last descent, the node split there
+// and every element's state on arriving at it (W and H of the node, the path's values at its left
+// end), level-major: [l * count + e].
+struct BrownianPath::Cache {
+  int cached_levels = 0;
+  Index first_sample = -1, count = -1;
+  int levels = 0;
+  std::uint64_t node[60] = {};
+  std::vector<double> wn, area, w_a, integral_a;
+};
+
+void BrownianPath::point(double t, Index first_sample, Batch& w, Batch* integral) const { point_impl(t, first_sample, w, integral, nullptr); }
+
+void BrownianPath::point_impl(double t, Index first_sample, Batch& w, Batch* integral, Cache* cache) const {
   if (w.cols() != opts_.dims)
     throw std::invalid_argument(fmt::format("BrownianPath: the output has {} columns, the path {} dims", w.cols(), opts_.dims));
   if (integral) integral->resize(w.rows(), w.cols());
@@ -309,6 +323,22 @@ void BrownianPath::point(double t, Index first_sample, Batch& w, Batch* integral
 
   // Batch is row-major: element e is (row e / dims, dim e % dims).
   const Index dims = opts_.dims, count = w.rows() * dims;
+
+  // With a cache: the deepest level whose node the last descent split too (its state is stored),
+  // and how many levels of this descent to store.
+  int resume = -1, store = 0;
+  if (cache) {
+    if (cache->first_sample != first_sample || cache->count != count) {
+      cache->first_sample = first_sample;
+      cache->count = count;
+      cache->levels = 0;
+      const std::size_t size = static_cast<std::size_t>(cache->cached_levels) * static_cast<std::size_t>(count);
+      for (auto* v : {&cache->wn, &cache->area, &cache->w_a, &cache->integral_a}) v->assign(size, 0.0);
+    }
+    while (resume + 1 < std::min(cache->levels, g.levels) && cache->node[resume + 1] == g.level[resume + 1].node) ++resume;
+    store = std::min(g.levels, cache->cached_levels);
+  }
+
   double* w_out = w.data();
   double* i_out = integral ? integral->data() : nullptr;
   for (Index e0 = 0; e0 < count; e0 += kBlock) {
@@ -321,12 +351,30 @@ void BrownianPath::point(double t, Index first_sample, Batch& w, Batch* integral
     }
     // Per element: W and H of the current node, and the path's values at its left end.
     double wn[kBlock], area[kBlock], w_a[kBlock] = {}, integral_a[kBlock] = {}, za[kBlock], zb[kBlock];
-    normals_block(key, kRootValues, sample, dim, n, za, zb);
-    for (int i = 0; i < kBlock; ++i) {
-      wn[i] = root_w_scale * za[i];
-      area[i] = root_area_scale * zb[i];
+    if (resume >= 0) {
+      const std::size_t at = static_cast<std::size_t>(resume) * static_cast<std::size_t>(count) + static_cast<std::size_t>(e0);
+      for (int i = 0; i < kBlock; ++i) {
+        const bool in = i < n;  // the tail's values are never read back
+        wn[i] = in ? cache->wn[at + i] : 0.0;
+        area[i] = in ? cache->area[at + i] : 0.0;
+        w_a[i] = in ? cache->w_a[at + i] : 0.0;
+        integral_a[i] = in ? cache->integral_a[at + i] : 0.0;
+      }
+    } else {
+      normals_block(key, kRootValues, sample, dim, n, za, zb);
+      for (int i = 0; i < kBlock; ++i) {
+        wn[i] = root_w_scale * za[i];
+        area[i] = root_area_scale * zb[i];
+      }
     }
-    for (int l = 0; l < g.levels; ++l) {
+    for (int l = std::max(resume, 0); l < g.levels; ++l) {
+      if (l > resume && l < store) {
+        const std::size_t at = static_cast<std::size_t>(l) * static_cast<std::size_t>(count) + static_cast<std::size_t>(e0);
+        std::copy(wn, wn + n, cache->wn.begin() + at);
+        std::copy(area, area + n, cache->area.begin() + at);
+        std::copy(w_a, w_a + n, cache->w_a.begin() + at);
+        std::copy(integral_a, integral_a + n, cache->integral_a.begin() + at);
+      }
       const Level& lv = g.level[l];
       normals_block(key, lv.node, sample, dim, n, za, zb);
       // The split of at(), term by term.
@@ -373,6 +421,10 @@ void BrownianPath::point(double t, Index first_sample, Batch& w, Batch* integral
       if (i_out) i_out[e0 + i] = integral_t;
     }
   }
+  if (cache) {
+    for (int l = 0; l < store; ++l) cache->node[l] = g.level[l].node;
+    cache->levels = store;
+  }
 }
 
 void BrownianPath::increments_between(double s, const Batch& w_s, const Batch* integral_s, double t, const Batch& w_t,
@@ -399,6 +451,20 @@ void BrownianPath::increment_and_time_integral(double s, double t, Index first_s
   point(s, first_sample, w_s, &i_s);
   point(t, first_sample, w_t, &i_t);
   increments_between(s, w_s, &i_s, t, w_t, &i_t, dW, &integral);
+}
+
+BrownianInterval::BrownianInterval(BrownianPathOptions options, int cached_levels)
+    : path_(options), cache_(std::make_unique<BrownianPath::Cache>()) {
+  if (cached_levels < 0 || cached_levels > 60)
+    throw std::invalid_argument(fmt::format("BrownianInterval: cached_levels must lie in 0..60, got {}", cached_levels));
+  cache_->cached_levels = cached_levels;
+}
+BrownianInterval::~BrownianInterval() = default;
+BrownianInterval::BrownianInterval(BrownianInterval&&) noexcept = default;
+BrownianInterval& BrownianInterval::operator=(BrownianInterval&&) noexcept = default;
+
+void BrownianInterval::point(double t, Index first_sample, Batch& w, Batch* integral) {
+  path_.point_impl(t, first_sample, w, integral, cache_.get());
 }
 
 }  // namespace diffode

@@ -19,6 +19,7 @@
 #include "core/state.hpp"
 
 #include <cstdint>
+#include <memory>
 
 namespace diffode {
 
@@ -63,8 +64,37 @@ class BrownianPath {
   Point at(double t, Index sample, Index dim) const;
 
  private:
+  friend class BrownianInterval;
+  struct Cache;
+  void point_impl(double t, Index first_sample, Batch& w, Batch* integral, Cache* cache) const;
+
   BrownianPathOptions opts_;
   double lo_, hi_;
+};
+
+// A BrownianPath asked by one caller at a time, which keeps the state of the upper tree levels of its
+// last query (every element's W and H of the node, and the path's values at the node's left end), as
+// torchsde's BrownianInterval keeps the recently visited part of its tree (Kidger et al. 2021,
+// arXiv:2105.13493, sec. 4). A query resumes from the deepest cached node whose interval holds its
+// time, so a walk along a grid redraws only the levels below the node two neighbouring grid points
+// share (about log2(span / step) levels are saved per query). The arithmetic from there on is the
+// path's own, on the same operands: point() returns BrownianPath::point()'s bits in any query order.
+// Not thread-safe (give each block its own); the cache holds 4 doubles per element per cached level.
+class BrownianInterval {
+ public:
+  explicit BrownianInterval(BrownianPathOptions options, int cached_levels = 24);
+  ~BrownianInterval();
+  BrownianInterval(BrownianInterval&&) noexcept;
+  BrownianInterval& operator=(BrownianInterval&&) noexcept;
+
+  const BrownianPath& path() const { return path_; }
+  Index dims() const { return path_.dims(); }
+  // As BrownianPath::point.
+  void point(double t, Index first_sample, Batch& w, Batch* integral);
+
+ private:
+  BrownianPath path_;
+  std::unique_ptr<BrownianPath::Cache> cache_;
 };
 
 }  // namespace diffode

@@ -8,6 +8,7 @@
 #pragma once
 
 #include "solvers/brownian.hpp"
+#include "solvers/noise.hpp"
 #include "core/contract.hpp"
 #include "core/problem.hpp"
 #include "core/state.hpp"
@@ -121,37 +122,33 @@ IntegrationStats integrate(Stepper& stepper, const Problem& problem, std::span<c
   return stats;
 }
 
-// SDE on a fixed grid, driven by `path` (rows of x are samples first_sample, first_sample+1, ...).
-template <class Stepper, class Problem, class State, class Observer = NoObserver>
-IntegrationStats integrate(Stepper& stepper, const Problem& problem, std::span<const double> grid, State& x,
-                           const BrownianPath& path, Index first_sample = 0, Observer&& observer = {}) {
-  detail::require_problem_members<Stepper, Problem, State>();
+namespace detail {
+
+// The fixed-grid SDE loop; `increments(i, t, t_next, dw, integral)` fills step i's Brownian
+// increment and, where the stepper asks (integral != nullptr), its time integral.
+template <class Stepper, class Problem, class State, class Increments, class Observer>
+IntegrationStats integrate_sde(Stepper& stepper, const Problem& problem, std::span<const double> grid, State& x, Index noise_dims_given,
+                               Increments&& increments, Observer&& observer) {
+  require_problem_members<Stepper, Problem, State>();
   check_contract(Stepper::traits, problem_traits(problem));
-  detail::check_grid(grid);
+  check_grid(grid);
   using Ops = StateOps<State>;
   IntegrationStats stats;
   Counted<Problem> counted{problem, &stats.nfe};
   const Index rows = Ops::samples(x);
-  if (path.dims() != noise_dims(problem, x))
-    throw std::invalid_argument(fmt::format("integrate: the Brownian path has {} dimensions, the problem's noise needs {}",
-                                            path.dims(), noise_dims(problem, x)));
+  if (noise_dims_given != noise_dims(problem, x))
+    throw std::invalid_argument(fmt::format("integrate: the Brownian noise has {} dimensions, the problem's noise needs {}",
+                                            noise_dims_given, noise_dims(problem, x)));
   constexpr bool wants_integral = Stepper::traits.needs_time_integral;
   const bool scalar_noise = problem_traits(problem).noise == NoiseType::scalar;
   const Index dims = Ops::dims(x);
-  Batch dw(rows, path.dims()), integral(wants_integral ? rows : 0, path.dims());
+  Batch dw(rows, noise_dims_given), integral(wants_integral ? rows : 0, noise_dims_given);
   const State no_integral{};  // handed to steppers that do not ask for the time integral
   Batch dw_wide, integral_wide;  // scalar noise: the one column repeated across the state's dims
-  // The path is asked once per grid point; increments are differences of neighbouring points.
-  Batch w_prev(rows, path.dims()), w_next(rows, path.dims()), i_prev, i_next;
-  path.point(grid[0], first_sample, w_prev, wants_integral ? &i_prev : nullptr);
   stepper.reset();
   for (std::size_t i = 1; i < grid.size(); ++i) {
     const double t = grid[i - 1], h = grid[i] - grid[i - 1];
-    path.point(grid[i], first_sample, w_next, wants_integral ? &i_next : nullptr);
-    BrownianPath::increments_between(t, w_prev, wants_integral ? &i_prev : nullptr, grid[i], w_next,
-                                     wants_integral ? &i_next : nullptr, dw, wants_integral ? &integral : nullptr);
-    std::swap(w_prev, w_next);
-    std::swap(i_prev, i_next);
+    increments(i - 1, t, grid[i], dw, wants_integral ? &integral : nullptr);
     const Batch* dw_host = &dw;
     const Batch* integral_host = &integral;
     if (scalar_noise && dims != 1) {
@@ -175,6 +172,46 @@ IntegrationStats integrate(Stepper& stepper, const Problem& problem, std::span<c
     observer(StepInfo{stats.steps, grid[i], h, stats.nfe}, x);
   }
   return stats;
+}
+
+}  // namespace detail
+
+// SDE on a fixed grid, driven by `path` (rows of x are samples first_sample, first_sample+1, ...):
+// the grid-consistent noise, the same path at any step count. The path is asked once per grid point
+// (through a BrownianInterval, which reuses the upper tree levels neighbouring points share), and
+// increments are differences of neighbouring points.
+template <class Stepper, class Problem, class State, class Observer = NoObserver>
+IntegrationStats integrate(Stepper& stepper, const Problem& problem, std::span<const double> grid, State& x,
+                           const BrownianPath& path, Index first_sample = 0, Observer&& observer = {}) {
+  constexpr bool wants_integral = Stepper::traits.needs_time_integral;
+  BrownianInterval interval(path.options());
+  const Index rows = StateOps<State>::samples(x);
+  Batch w_prev(rows, path.dims()), w_next(rows, path.dims()), i_prev, i_next;
+  bool started = false;
+  auto increments = [&](std::size_t, double t, double t_next, Batch& dw, Batch* integral) {
+    if (!started) {
+      interval.point(t, first_sample, w_prev, wants_integral ? &i_prev : nullptr);
+      started = true;
+    }
+    interval.point(t_next, first_sample, w_next, wants_integral ? &i_next : nullptr);
+    BrownianPath::increments_between(t, w_prev, wants_integral ? &i_prev : nullptr, t_next, w_next, wants_integral ? &i_next : nullptr,
+                                     dw, integral);
+    std::swap(w_prev, w_next);
+    std::swap(i_prev, i_next);
+  };
+  return detail::integrate_sde(stepper, problem, grid, x, path.dims(), increments, observer);
+}
+
+// SDE on a fixed grid with fresh increments per step (StepIncrements: dW and its time integral
+// drawn from their exact joint law for each step, keyed by (seed, step index, sample, dim)): the
+// same law as the path's, far cheaper, but unrelated noise on another grid.
+template <class Stepper, class Problem, class State, class Observer = NoObserver>
+IntegrationStats integrate(Stepper& stepper, const Problem& problem, std::span<const double> grid, State& x,
+                           const StepIncrements& noise, Index first_sample = 0, Observer&& observer = {}) {
+  auto increments = [&](std::size_t step, double t, double t_next, Batch& dw, Batch* integral) {
+    noise.increments(step, t_next - t, first_sample, dw, integral);
+  };
+  return detail::integrate_sde(stepper, problem, grid, x, noise.dims(), increments, observer);
 }
 
 }  // namespace diffode

@@ -20,6 +20,7 @@ void write_sample_file(Hdf5File& out, const SamplingSetup& s, const SamplingOutc
   out.write_attribute("/", "failure", r.failure);
   out.write_attribute("/", "nfe", r.nfe);
   out.write_attribute("/", "seed", static_cast<double>(s.run.seed));
+  out.write_attribute("/", "noise", s.sampler.stochastic ? std::string(noise_kind_name(s.sampler.noise)) : std::string("none"));
   out.write_matrix("initial", r.initial);
   out.write_matrix("samples", r.samples);
   out.write_vector("grid/t", s.grid.t);
@@ -34,7 +35,7 @@ std::string sample_config_help() {
          "nothing written). Every key, with each sampler's options: docs/config.md.\n" +
          schema_help({&process_schema(), &model_schema(), &grid_schema(), &sampler_table_schema(), &run_schema(), &guidance_schema()}) +
          "Output HDF5: /samples, /initial, /grid/t, /grid/sigma, /trajectory/step_NNNN; root attributes config, sampler,\n"
-         "status, failure, nfe, seed, command_line, commit, versions, host, start_time.\n"
+         "status, failure, nfe, seed, noise, command_line, commit, versions, host, start_time.\n"
          "Exit: 0 done, 1 the run failed numerically (recorded in the file), 2 bad input (nothing written; an earlier file\n"
          "at the output is left as it was).";
 }

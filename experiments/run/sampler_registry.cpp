@@ -5,6 +5,8 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <algorithm>
+
 namespace diffode {
 
 const std::vector<SamplerEntry>& sampler_registry() {
@@ -33,6 +35,15 @@ const TableSchema& sampler_table_schema() {
   return schema;
 }
 
+KeySpec noise_key() {
+  return string_key("noise",
+                    "the noise of a stochastic sampler: fresh normals per step (cheap), or increments of one Brownian path per seed "
+                    "(a virtual Brownian tree, the same path on every grid: what a strong error against a finer grid needs; the "
+                    "default before per_step)")
+      .fallback_str("per_step")
+      .one_of({"per_step", "brownian"});
+}
+
 ConfiguredSampler read_sampler(ConfigTable table) {
   const std::string name = table.bind(sampler_table_schema()).string("name");
   const SamplerEntry* entry = find_sampler(name);
@@ -47,6 +58,10 @@ ConfiguredSampler read_sampler(ConfigTable table) {
   ConfigTable options = table.bind(schema);
   options.string("name");
   ConfiguredSampler sampler = entry->configure(options);
+  if (std::ranges::any_of(entry->options.keys, [](const KeySpec& k) { return k.key == "noise"; })) {
+    sampler.noise = options.string("noise") == "brownian" ? NoiseKind::brownian : NoiseKind::per_step;
+    sampler.noise_given = options.has("noise");
+  }
   options.finish();
   sampler.name = name;
   return sampler;

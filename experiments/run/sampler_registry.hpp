@@ -22,6 +22,7 @@
 #include "experiments/run/schema.hpp"
 #include "solvers/diffusion/denoiser.hpp"
 #include "solvers/diffusion/sampler.hpp"
+#include "solvers/noise.hpp"
 
 #include <functional>
 #include <span>
@@ -35,10 +36,12 @@ using SamplerObserver = std::function<void(const StepInfo&, const Batch&)>;
 
 // Where a run's randomness comes from: the run's seed and the global row of the block's first
 // sample, so that every sampler's noise is keyed by (seed, row) and a block's draws do not depend on
-// the batch split or the thread count.
+// the batch split or the thread count; and its kind (the [sampler] key `noise`): fresh normals per
+// step, or one Brownian path per seed, the same on every grid (solvers/noise.hpp).
 struct NoiseSource {
   std::uint64_t seed = 0;
   Index first_sample = 0;
+  NoiseKind kind = NoiseKind::per_step;
 };
 
 // What a sampler is handed for one block of samples.
@@ -63,6 +66,8 @@ struct ConfiguredSampler {
   bool batch_coupled = false;  // a sample's result depends on the others of its block (batch-wide
                                // step control or norms): results depend on [run] block_rows
   bool adaptive = false;       // chooses its own steps between the grid's ends
+  NoiseKind noise = NoiseKind::per_step;  // the [sampler] key `noise` (stochastic samplers take it)
+  bool noise_given = false;               // the config gave `noise` (else it is the default)
 };
 
 struct SamplerEntry {
@@ -82,6 +87,9 @@ ConfiguredSampler read_sampler(ConfigTable table);
 
 // The [sampler] table's own schema (the key `name`), and one sampler's options with `name` added.
 const TableSchema& sampler_table_schema();
+
+// The key `noise`, which every sampler that can draw noise declares among its options.
+KeySpec noise_key();
 
 // `diffode samplers`: every entry with its family, summary, options and defaults.
 std::string describe_samplers();

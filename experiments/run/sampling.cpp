@@ -59,7 +59,7 @@ BlockResult run_block(const SamplingSetup& s, const RunGrid& g, const BlockRange
   SamplerObserver observer = [&](const StepInfo& info, const Batch& state) {
     if (s.run.save_trajectory) out.trajectory.push_back(state * denoiser.alpha_at(info.t));
   };
-  const SamplerContext context{*s.process, *predictor, denoiser, g.sigmas, g.times, {s.run.seed, b.begin}, observer};
+  const SamplerContext context{*s.process, *predictor, denoiser, g.sigmas, g.times, {s.run.seed, b.begin, s.sampler.noise}, observer};
   try {
     out.stats = s.sampler.run(context, block);
   } catch (const std::exception& e) {

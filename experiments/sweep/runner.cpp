@@ -62,6 +62,15 @@ void read_metrics(ConfigTable t, const ConfigTable& run_table, SweepRun& s) {
   }
   t.finish();
   if (s.sampling.sampler.stochastic && s.strong && s.sampling.grid_spec.steps) {
+    // The strong error compares the run with the same sampler on a fine grid driven by the same
+    // noise: only the Brownian path is the same on both grids. Per-step noise is that sampler's
+    // default, so a run that does not choose is moved to the path; one that chose per_step is refused.
+    if (s.sampling.sampler.noise != NoiseKind::brownian) {
+      if (s.sampling.sampler.noise_given)
+        t.fail("strong", "the strong error compares with a fine-grid run on the same Brownian path, which [sampler] noise = \"per_step\" "
+                         "does not give (each grid draws its own noise): set noise = \"brownian\", or strong = false");
+      s.sampling.sampler.noise = NoiseKind::brownian;
+    }
     try {
       s.fine_grid = build_sampling_grid(s.sampling.grid_spec, *s.sampling.process, strong_steps);
     } catch (const std::exception& e) {
@@ -193,7 +202,9 @@ const TableSchema& metrics_schema() {
       "metrics",
       "a sweep's measurements of each sampling run",
       {number_key("reference_rtol", "tolerance of the PF-ODE reference solve (deterministic samplers)").fallback(1e-10).above(0).below(1),
-       boolean_key("strong", "strong error of stochastic samplers against the same sampler on a fine grid, same Brownian path").fallback_bool(true),
+       boolean_key("strong", "strong error of stochastic samplers against the same sampler on a fine grid, same Brownian path (such runs "
+                             "draw [sampler] noise = \"brownian\" unless they set noise, which must then be \"brownian\")")
+           .fallback_bool(true),
        integer_key("strong_steps", "steps of that fine solve").fallback_int(1024).at_least(1).at_most(1000000),
        boolean_key("law", "the sample-law metrics: NLL, Frechet and energy distances, weak moment errors").fallback_bool(true),
        integer_key("law_seed", "seed of the exact draws the law metrics compare with (must differ from [run] seed)")
@@ -239,6 +250,7 @@ RunOutcome RunExecutor::execute(const RunSpec& spec, const std::string& file, in
     out.final_step = s.sampling.grid_spec.final_step_name;
     out.steps = s.sampling.grid.steps();
     out.stochastic = s.sampling.sampler.stochastic;
+    if (out.stochastic) out.noise = std::string(noise_kind_name(s.sampling.sampler.noise));
     const SamplingOutcome run = run_sampling(s.sampling, initial_noise(s.sampling), threads);
     out.metric("nfe") = run.nfe;
     out.metric("wall_time") = elapsed_since(start);  // the sampler's own time; metrics come after

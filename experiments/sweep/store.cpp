@@ -43,6 +43,7 @@ void write_run(Hdf5File& file, const std::string& group, const RunSpec& run, con
   file.write_attribute(group, "steps", static_cast<double>(outcome.steps));
   file.write_attribute(group, "seed", static_cast<double>(outcome.seed));
   file.write_attribute(group, "stochastic", outcome.stochastic ? 1.0 : 0.0);
+  file.write_attribute(group, "noise", outcome.stochastic ? outcome.noise : std::string("none"));
   for (std::size_t i = 0; i < kRunMetrics.size(); ++i) file.write_attribute(group, kRunMetrics[i], outcome.metrics[i]);
   if (outcome.samples.size() > 0) {
     file.write_matrix(group + "/samples", outcome.samples);

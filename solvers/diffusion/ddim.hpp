@@ -48,7 +48,7 @@ IntegrationStats sample_ddim(const Model& model, State& x, std::span<const doubl
     const double ratio = sigma_down / sigma;
     Ops::update(x, denoised, ratio, {{1.0, x}, {-1.0, denoised}});
     if (sigma_up > 0.0) {  // eq. 12's sigma_t z
-      noise->normal(sigma, sigma_next, x, z);
+      noise->normal(i, sigma, sigma_next, x, z);
       Ops::update(x, x, options.s_noise * sigma_up, {{1.0, z}});
     }
     if (!run.finish_step(i, sigma_next, sigma_next - sigma, x)) break;

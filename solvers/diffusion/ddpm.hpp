@@ -52,7 +52,7 @@ IntegrationStats sample_ddpm(const Model& model, State& x, std::span<const doubl
     Ops::update(x, denoised, ratio, {{1.0, x}, {-1.0, denoised}});
     const double variance = ddpm_step_variance(sigma, sigma_next, options.variance);
     if (variance > 0.0) {
-      noise->normal(sigma, sigma_next, x, z);
+      noise->normal(i, sigma, sigma_next, x, z);
       Ops::update(x, x, std::sqrt(variance), {{1.0, z}});
     }
     if (!run.finish_step(i, sigma_next, sigma_next - sigma, x)) break;

@@ -84,7 +84,7 @@ IntegrationStats sample_dpm_2_ancestral(const Model& model, State& x, std::span<
     else
       detail::dpm_2_step(run, x, sigma, sigma_down, d, x_2, denoised, d_2);
     if (sigma_up > 0.0) {
-      noise->normal(sigma, sigma_next, x, z);
+      noise->normal(i, sigma, sigma_next, x, z);
       Ops::update(x, x, options.s_noise * sigma_up, {{1.0, z}});
     }
     if (!run.finish_step(i, sigma_next, sigma_next - sigma, x)) break;

@@ -72,7 +72,7 @@ IntegrationStats sample_dpmpp_2s(const Model& model, State& x, std::span<const d
       Ops::update(x, x, h * phi1(-h), {{1.0 - c, denoised}, {c, denoised_1}});
     }
     if (sigmas[i + 1] > 0.0 && sigma_up > 0.0) {
-      noise->normal(sigmas[i], sigmas[i + 1], x, z);
+      noise->normal(i, sigmas[i], sigmas[i + 1], x, z);
       Ops::update(x, x, options.s_noise * sigma_up, {{1.0, z}});
     }
     if (!run.finish_step(i, sigmas[i + 1], sigmas[i + 1] - sigmas[i], x)) break;
@@ -210,7 +210,7 @@ IntegrationStats sample_dpmpp_3m(const Model& model, State& x, std::span<const d
 // 3M SDE correction: h_eta [phi_2(-h_eta) D1 + phi_3(-h_eta) D2] with D1, D2 as in 3M (the r's are
 // ratios of h, not h_eta); its second step uses 'heun''s h_eta phi_2 D1 (k-diffusion), so 3M SDE
 // with eta = 0 differs from 3M (whose second step is the midpoint form) at that one step.
-// The noise of step sigma_s -> sigma_t is noise->normal(sigma_s, sigma_t); a step to sigma~ = 0 returns D.
+// The noise of step i, sigma_s -> sigma_t, is noise->normal(i, sigma_s, sigma_t); a step to sigma~ = 0 returns D.
 enum class DpmSolverPPSdeType { midpoint, heun };
 
 struct DpmSolverPPSdeOptions {
@@ -257,7 +257,7 @@ IntegrationStats sample_dpmpp_sde_multistep(const char* name, const Model& model
         Ops::update(x, x, h_eta, {{p1 + a0 / r0, hist.d0}, {-a0 / r0 + a1 / r1, hist.d1}, {-a1 / r1, hist.d2}});
       }
       if (options.eta != 0.0) {
-        noise->normal(sigmas[i], sigmas[i + 1], x, z);
+        noise->normal(i, sigmas[i], sigmas[i + 1], x, z);
         Ops::update(x, x, sigmas[i + 1] * std::sqrt(-std::expm1(-2.0 * options.eta * h)) * options.s_noise, {{1.0, z}});
       }
       h2 = h1;

@@ -36,7 +36,7 @@ double churn_noise_level(const ChurnOptions& churn, std::span<const double> sigm
   const double gamma = churn_gamma(churn, sigmas[i], sigmas.size() - 1);
   const double sigma_hat = sigmas[i] * (gamma + 1.0);
   if (gamma > 0.0) {
-    noise->normal(sigmas[i], sigmas[i + 1], x, eps);
+    noise->normal(i, sigmas[i], sigmas[i + 1], x, eps);
     StateOps<State>::update(x, x, churn.s_noise * std::sqrt(sigma_hat * sigma_hat - sigmas[i] * sigmas[i]), {{1.0, eps}});
   }
   return sigma_hat;

@@ -47,7 +47,7 @@ IntegrationStats sample_euler_ancestral(const Model& model, State& x, std::span<
     karras_derivative(x, sigma, denoised, d);
     Ops::update(x, x, sigma_down - sigma, {{1.0, d}});
     if (sigma_up > 0.0) {  // zero at sigma_next = 0 and for eta = 0: no noise is drawn then
-      noise->normal(sigma, sigma_next, x, z);
+      noise->normal(i, sigma, sigma_next, x, z);
       Ops::update(x, x, options.s_noise * sigma_up, {{1.0, z}});
     }
     if (!run.finish_step(i, sigma_next, sigma_next - sigma, x)) break;

@@ -47,10 +47,10 @@
 // its step ~ ||z||^2/||g||^2 is heavy-tailed (a sample near a mode has ||g|| -> 0 and takes a huge
 // step): measured on the 2-D ring, per-sample norms bias the samples (KS 0.09 against a critical
 // 0.05 at 4000 samples), batch means do not. Use per_sample only for high-dimensional states.
-// Noise: all of it comes from Brownian paths in t (PcNoise): the predictor's z from the increment
-// of one path over [t_{i+1}, t_i] (so the Euler-Maruyama predictor's g sqrt|h| z is exactly the
-// path's g dW, as the generic SDE driver sees it), the corrector's from a second, independent
-// path, its M steps at level i from M equal sub-intervals of [t_{i+1}, t_i].
+// Noise (PcNoise): fresh normals per step (the default) or Brownian paths in t: the predictor's z
+// from the increment of one path over [t_{i+1}, t_i] (so the Euler-Maruyama predictor's
+// g sqrt|h| z is exactly the path's g dW, as the generic SDE driver sees it), the corrector's from a
+// second, independent path, its M steps at level i from M equal sub-intervals of [t_{i+1}, t_i].
 #pragma once
 
 #include "models/predictor.hpp"
@@ -97,57 +97,91 @@ struct PcOptions {
   double step_ratio = 0.2;  // annealed_langevin: alpha_i / sigma(t_i)^2 (NCSN's CIFAR-10 setting)
 };
 
-// The two independent Brownian paths over t in [0, t_max] that drive a PC sampler: one for the
-// predictor, one for the corrector (seeds `seed` and `seed + corrector_seed_offset`, distinct for
-// every seed). The predictor path is BrownianPath({seed, t_max, 0, dims, max_depth}), the one a
-// generic SDE driver would be given, so the Euler-Maruyama predictor follows the same path as
-// EulerMaruyama on ReverseSde. A normal for a step s -> s' is (W(s') - W(s)) / sqrt|s' - s|
-// (SigmaNoise's convention, in t). Both streams walk their paths monotonically, so each keeps its
-// last point value and asks the tree once per point, as the SDE driver does. A query costs time
-// linear in max_depth; the leaves, t_max 2^-max_depth wide, must stay far below the smallest step
-// (below a leaf the path is smooth), e.g. depth 24 for EDM's T = 80 on grids of a few hundred steps.
+// The noise of a PC sampler, of one of two kinds (NoiseKind, solvers/noise.hpp), each with two
+// independent streams, the predictor's and the corrector's.
+//
+// per_step: z = StepNormals(seed, stream 0) at step i for the predictor (the stream and step a
+// generic SDE driver's per-step dW uses, so the Euler-Maruyama predictor matches EulerMaruyama on
+// ReverseSde there too), StepNormals(seed, stream 2) at step i m + j for corrector step j of m.
+//
+// brownian: two independent Brownian paths over t in [0, t_max] (seeds `seed` and
+// `seed + corrector_seed_offset`, distinct for every seed). The predictor path is
+// BrownianPath({seed, t_max, 0, dims, max_depth}), the one a generic SDE driver would be given, so
+// the Euler-Maruyama predictor follows the same path as EulerMaruyama on ReverseSde. A normal for a
+// step s -> s' is (W(s') - W(s)) / sqrt|s' - s| (SigmaNoise's convention, in t); the corrector's M
+// steps at level i take M equal sub-intervals of [t_{i+1}, t_i]. Both streams walk their paths
+// monotonically, so each keeps its last point value and asks the tree once per point, as the SDE
+// driver does. A query costs time linear in max_depth; the leaves, t_max 2^-max_depth wide, must
+// stay far below the smallest step (below a leaf the path is smooth), e.g. depth 24 for EDM's T = 80
+// on grids of a few hundred steps.
 // The cached point values make an instance single-threaded: give each thread its own.
 template <class State>
 class PcNoise {
  public:
   static constexpr std::uint64_t corrector_seed_offset = 0x9E3779B97F4A7C15ull;
+  static constexpr std::uint32_t predictor_stream = 0, corrector_stream = 2;
 
+  // The Brownian kind.
   PcNoise(std::uint64_t seed, double t_max, Index dims, Index first_sample = 0, int max_depth = 40)
-      : predictor_({.seed = seed, .t0 = t_max, .t1 = 0.0, .dims = dims, .max_depth = max_depth}),
-        corrector_({.seed = seed + corrector_seed_offset, .t0 = t_max, .t1 = 0.0, .dims = dims, .max_depth = max_depth}),
+      : kind_(NoiseKind::brownian),
+        predictor_(BrownianPathOptions{.seed = seed, .t0 = t_max, .t1 = 0.0, .dims = dims, .max_depth = max_depth}),
+        corrector_(BrownianPathOptions{.seed = seed + corrector_seed_offset, .t0 = t_max, .t1 = 0.0, .dims = dims, .max_depth = max_depth}),
+        predictor_normals_(seed, predictor_stream),
+        corrector_normals_(seed, corrector_stream),
+        dims_(dims),
         first_sample_(first_sample) {}
-
-  const BrownianPath& predictor_path() const { return predictor_.path; }
-  const BrownianPath& corrector_path() const { return corrector_.path; }
-
-  // z ~ N(0, I) for the predictor's step t -> t_next.
-  void predictor_normal(double t, double t_next, const State& like, State& out) const {
-    normal(predictor_, t, t_next, like, out);
+  // The per-step kind.
+  static PcNoise per_step(std::uint64_t seed, Index dims, Index first_sample = 0) {
+    PcNoise noise(seed, 1.0, dims, first_sample);
+    noise.kind_ = NoiseKind::per_step;
+    return noise;
   }
-  // z ~ N(0, I) for corrector step j (of m) at level t, whose next level is t_next: the j-th of m
-  // equal sub-intervals of [t_next, t] on the corrector's path.
-  void corrector_normal(double t, double t_next, int j, int m, const State& like, State& out) const {
+
+  NoiseKind kind() const { return kind_; }
+  const BrownianPath& predictor_path() const { return predictor_.interval.path(); }
+  const BrownianPath& corrector_path() const { return corrector_.interval.path(); }
+
+  // z ~ N(0, I) for the predictor's step i, t -> t_next.
+  void predictor_normal(std::size_t i, double t, double t_next, const State& like, State& out) const {
+    if (kind_ == NoiseKind::per_step)
+      fill(predictor_normals_, i, like, out);
+    else
+      normal(predictor_, t, t_next, like, out);
+  }
+  // z ~ N(0, I) for corrector step j (of m) at level i, t, whose next level is t_next.
+  void corrector_normal(std::size_t i, double t, double t_next, int j, int m, const State& like, State& out) const {
+    if (kind_ == NoiseKind::per_step) {
+      fill(corrector_normals_, static_cast<std::uint64_t>(i) * static_cast<std::uint64_t>(m) + static_cast<std::uint64_t>(j), like, out);
+      return;
+    }
     const double width = (t - t_next) / m;
     normal(corrector_, j == 0 ? t : t - j * width, j + 1 == m ? t_next : t - (j + 1) * width, like, out);
   }
 
  private:
   struct Stream {
-    explicit Stream(const BrownianPathOptions& options) : path(options) {}
-    BrownianPath path;
+    explicit Stream(const BrownianPathOptions& options) : interval(options) {}
+    mutable BrownianInterval interval;
     mutable double t = std::numeric_limits<double>::quiet_NaN();  // where `w` was taken
     mutable Batch w, w_next, dw;
   };
 
+  void fill(const StepNormals& normals, std::uint64_t step, const State& like, State& out) const {
+    host_.resize(StateOps<State>::samples(like), dims_);
+    normals.fill(step, first_sample_, host_);
+    decltype(auto) noise = StateOps<State>::from_host(host_, like);
+    StateOps<State>::assign(out, noise);
+  }
+
   void normal(const Stream& stream, double s, double s_next, const State& like, State& out) const {
-    const Index rows = StateOps<State>::samples(like), dims = stream.path.dims();
+    const Index rows = StateOps<State>::samples(like), dims = dims_;
     for (Batch* b : {&stream.w, &stream.w_next, &stream.dw})
       if (b->rows() != rows || b->cols() != dims) {
         b->resize(rows, dims);
         stream.t = std::numeric_limits<double>::quiet_NaN();
       }
-    if (!(stream.t == s)) stream.path.point(s, first_sample_, stream.w, nullptr);
-    stream.path.point(s_next, first_sample_, stream.w_next, nullptr);
+    if (!(stream.t == s)) stream.interval.point(s, first_sample_, stream.w, nullptr);
+    stream.interval.point(s_next, first_sample_, stream.w_next, nullptr);
     stream.dw = (stream.w_next - stream.w) / std::sqrt(std::abs(s_next - s));
     std::swap(stream.w, stream.w_next);
     stream.t = s_next;
@@ -155,8 +189,12 @@ class PcNoise {
     StateOps<State>::assign(out, noise);
   }
 
+  NoiseKind kind_;
   Stream predictor_, corrector_;
+  StepNormals predictor_normals_, corrector_normals_;
+  Index dims_;
   Index first_sample_;
+  mutable Batch host_;
 };
 
 namespace detail {
@@ -220,7 +258,7 @@ IntegrationStats sample_pc(const DiffusionScore<State>& score, State& x, std::sp
     for (int j = 0; j < options.corrector_steps; ++j) {
       ++stats.nfe;
       score(x, level, g);
-      noise->corrector_normal(t, t_next, j, options.corrector_steps, x, z);
+      noise->corrector_normal(i, t, t_next, j, options.corrector_steps, x, z);
       // Per-sample RMS = norm / sqrt(D): the sqrt(D) cancels in the ratio.
       PerSample z_norm = StateOps<State>::scalars_to_host(Ops::error_ratio(z, z, z, 0.0, 1.0));
       PerSample g_norm = StateOps<State>::scalars_to_host(Ops::error_ratio(g, g, g, 0.0, 1.0));
@@ -269,7 +307,7 @@ IntegrationStats sample_pc(const DiffusionScore<State>& score, State& x, std::sp
       if (options.noise_removal && i + 1 == levels) {
         Ops::assign(x, x_mean);
       } else {
-        noise->predictor_normal(t, t_next, x, z);
+        noise->predictor_normal(i, t, t_next, x, z);
         Ops::update(x, x_mean, noise_std, {{1.0, z}});
       }
     }

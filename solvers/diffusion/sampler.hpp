@@ -10,12 +10,14 @@
 
 #include "core/state.hpp"
 #include "solvers/brownian.hpp"
+#include "solvers/noise.hpp"
 #include "solvers/integrate.hpp"
 
 #include <fmt/format.h>
 
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <utility>
 #include <span>
 #include <stdexcept>
@@ -56,42 +58,75 @@ inline AncestralStep ancestral_step(double sigma_from, double sigma_to, double e
   return {std::sqrt(sigma_to * sigma_to - up * up), up};
 }
 
-// Standard normal noise for the stochastic samplers, from a Brownian path W over sigma in
-// [0, sigma_max]: the noise of a step sigma -> sigma_next is (W(sigma_next) - W(sigma)) /
-// sqrt(|sigma_next - sigma|) (k-diffusion's BrownianTreeNoiseSampler convention). Steps over
-// disjoint intervals get independent noise, and a finer grid sees the same path: the same seed
-// gives the same path at any step count, batch split or thread count.
+// Standard normal noise for the stochastic samplers, one draw per step, of one of two kinds
+// (NoiseKind, solvers/noise.hpp):
+//   per_step  z = a fresh N(0, I) keyed by (seed, step index, sample, dim) (StepNormals, stream 0);
+//   brownian  from a Brownian path W over sigma in [0, sigma_max]: the noise of a step sigma ->
+//             sigma_next is (W(sigma_next) - W(sigma)) / sqrt(|sigma_next - sigma|) (k-diffusion's
+//             BrownianTreeNoiseSampler convention), so a finer grid sees the same path.
+// Either way steps get independent N(0, I) noise and the same seed gives the same noise at any
+// batch split or thread count. The Brownian kind walks its path through a BrownianInterval, which
+// keeps the last query's upper tree levels: an instance is single-threaded (one per block).
 template <class State>
 class SigmaNoise {
  public:
-  SigmaNoise(std::uint64_t seed, double sigma_max, Index dims, Index first_sample = 0)
-      : path_({.seed = seed, .t0 = sigma_max, .t1 = 0.0, .dims = dims}), first_sample_(first_sample) {}
+  // The Brownian kind (the default of this constructor: what the unit tests pin).
+  SigmaNoise(std::uint64_t seed, double sigma_max, Index dims, Index first_sample = 0, int max_depth = 40)
+      : kind_(NoiseKind::brownian),
+        interval_(std::in_place, BrownianPathOptions{.seed = seed, .t0 = sigma_max, .t1 = 0.0, .dims = dims, .max_depth = max_depth}),
+        normals_(seed),
+        dims_(dims),
+        first_sample_(first_sample) {}
+  // The per-step kind.
+  static SigmaNoise per_step(std::uint64_t seed, Index dims, Index first_sample = 0) { return SigmaNoise(seed, dims, first_sample); }
 
-  const BrownianPath& path() const { return path_; }
+  NoiseKind kind() const { return kind_; }
+  Index dims() const { return dims_; }
 
-  // out ~ N(0, I), shaped like `like`. A sampler walks its grid, so W at the end of one step is
-  // kept for the start of the next: one tree descent per grid point instead of two.
+  // out ~ N(0, I), shaped like `like`, for step `step` (0-based) of the grid, sigma -> sigma_next.
+  void normal(std::size_t step, double sigma, double sigma_next, const State& like, State& out) const {
+    if (kind_ == NoiseKind::per_step) {
+      host_.resize(StateOps<State>::samples(like), dims_);
+      normals_.fill(step, first_sample_, host_);
+    } else {
+      brownian_normal(sigma, sigma_next, like);
+    }
+    decltype(auto) noise = StateOps<State>::from_host(host_, like);
+    StateOps<State>::assign(out, noise);
+  }
+  // The Brownian kind only: the noise of the interval, whatever step it is.
   void normal(double sigma, double sigma_next, const State& like, State& out) const {
+    if (kind_ != NoiseKind::brownian) throw std::logic_error("SigmaNoise: per-step noise needs the step index");
+    normal(0, sigma, sigma_next, like, out);
+  }
+
+ private:
+  SigmaNoise(std::uint64_t seed, Index dims, Index first_sample)
+      : kind_(NoiseKind::per_step), normals_(seed), dims_(dims), first_sample_(first_sample) {}
+
+  // A sampler walks its grid, so W at the end of one step is kept for the start of the next: one
+  // query per grid point instead of two.
+  void brownian_normal(double sigma, double sigma_next, const State& like) const {
     const Index rows = StateOps<State>::samples(like);
-    if (w_end_.rows() != rows || w_end_.cols() != path_.dims()) {
-      w_end_.resize(rows, path_.dims());
-      w_start_.resize(rows, path_.dims());
+    if (w_end_.rows() != rows || w_end_.cols() != dims_) {
+      w_end_.resize(rows, dims_);
+      w_start_.resize(rows, dims_);
       cached_sigma_ = std::numeric_limits<double>::quiet_NaN();
     }
     if (sigma == cached_sigma_) {
       std::swap(w_start_, w_end_);
     } else {
-      path_.point(sigma, first_sample_, w_start_, nullptr);
+      interval_->point(sigma, first_sample_, w_start_, nullptr);
     }
-    path_.point(sigma_next, first_sample_, w_end_, nullptr);
+    interval_->point(sigma_next, first_sample_, w_end_, nullptr);
     cached_sigma_ = sigma_next;
     host_ = (w_end_ - w_start_) / std::sqrt(std::abs(sigma_next - sigma));
-    decltype(auto) noise = StateOps<State>::from_host(host_, like);
-    StateOps<State>::assign(out, noise);
   }
 
- private:
-  BrownianPath path_;
+  NoiseKind kind_;
+  mutable std::optional<BrownianInterval> interval_;
+  StepNormals normals_;
+  Index dims_;
   Index first_sample_;
   mutable Batch host_, w_start_, w_end_;
   mutable double cached_sigma_ = std::numeric_limits<double>::quiet_NaN();

@@ -190,6 +190,8 @@ TEST_F(SweepTest, WritesMetricsSummaryAndOrders) {
     // Deterministic runs: error against the PF-ODE; stochastic ones: strong error on their path.
     EXPECT_EQ(std::isfinite(f.read_double_attribute(g, "error_rms")), !stochastic) << id;
     EXPECT_EQ(std::isfinite(f.read_double_attribute(g, "strong_error")), stochastic) << id;
+    // The strong error needs the same noise on both grids: such runs draw the Brownian path.
+    EXPECT_EQ(f.read_string_attribute(g, "noise"), stochastic ? "brownian" : "none") << id;
     for (const char* m : {"nll", "nll_exact", "frechet", "frechet_floor", "energy", "energy_floor", "weak_mean_error", "weak_mean_floor"})
       EXPECT_TRUE(std::isfinite(f.read_double_attribute(g, m))) << id << " " << m;
     EXPECT_EQ(f.read_matrix(g + "/samples").rows(), 64);

@@ -11,6 +11,7 @@
 #include "problems/ornstein_uhlenbeck.hpp"
 #include "solvers/brownian.hpp"
 #include "solvers/integrate.hpp"
+#include "solvers/noise.hpp"
 #include "solvers/sde/euler_maruyama.hpp"
 #include "solvers/sde/milstein.hpp"
 #include "solvers/sde/sra1.hpp"
@@ -36,8 +37,9 @@ BrownianPath make_path(std::uint64_t seed, Index dims, double t0 = 0.0, double t
 // Mean over samples (rows) of the Euclidean norm of the row error.
 double mean_error(const Batch& a, const Batch& b) { return (a - b).matrix().rowwise().norm().mean(); }
 
-template <template <class> class Stepper, class Problem>
-Batch solve(const Problem& problem, const Batch& x0, double t0, double t1, int steps, const BrownianPath& path) {
+// `noise`: a BrownianPath, or StepIncrements (fresh increments per step, the samplers' default).
+template <template <class> class Stepper, class Problem, class Noise>
+Batch solve(const Problem& problem, const Batch& x0, double t0, double t1, int steps, const Noise& path) {
   Stepper<Batch> stepper;
   Batch x = x0;
   const auto grid = testing::uniform_grid(t0, t1, steps);
@@ -285,17 +287,18 @@ TEST(SdeStrongOrder, Sra1IsOrderOneAndAHalfBackwardInTime) {
 // Euler-Maruyama on OU: the sample mean and second moment of X_1 over M paths against the exact
 // moments. The weak error shrinks like h; the Monte-Carlo error of each estimate is about
 // 1.96 std / sqrt(M), which must lie below the smallest error used, or the fit would measure noise.
-TEST(SdeWeakOrder, EulerMaruyamaIsFirstOrderOnOrnsteinUhlenbeckMoments) {
+// Run on the Brownian path and on per-step increments (equal in law, so the same weak order).
+template <template <class> class Stepper, class Noise>
+void expect_first_weak_order_on_ou(const Noise& path) {
   const OrnsteinUhlenbeck ou(1.0, 0.5, 0.2);
   constexpr Index kSamples = 1 << 14;
-  const BrownianPath path = make_path(53, 1);
   const Batch x0 = Batch::Constant(kSamples, 1, 3.5);
   const double exact_mean = ou.mean(x0.topRows(1), 0.0, 1.0)(0, 0);
   const double exact_second = exact_mean * exact_mean + ou.variance(0.0, 1.0);
   Convergence mean_conv, second_conv;
   double mean_floor = 0, second_floor = 0;
   for (int n : {4, 8, 16, 32, 64}) {
-    const Batch x = solve<EulerMaruyama>(ou, x0, 0.0, 1.0, n, path);
+    const Batch x = solve<Stepper>(ou, x0, 0.0, 1.0, n, path);
     const Eigen::ArrayXd v = x.col(0);
     const Eigen::ArrayXd v2 = v.square();
     const double m1 = v.mean(), m2 = v2.mean();
@@ -312,6 +315,33 @@ TEST(SdeWeakOrder, EulerMaruyamaIsFirstOrderOnOrnsteinUhlenbeckMoments) {
   EXPECT_LT(second_floor, second_conv.error.back()) << "Monte-Carlo floor above the smallest second-moment error";
   EXPECT_NEAR(reported_order(mean_conv), 1.0, 0.2) << describe(mean_conv) << " floor " << mean_floor;
   EXPECT_NEAR(reported_order(second_conv), 1.0, 0.2) << describe(second_conv) << " floor " << second_floor;
+}
+
+TEST(SdeWeakOrder, EulerMaruyamaIsFirstOrderOnOrnsteinUhlenbeckMoments) { expect_first_weak_order_on_ou<EulerMaruyama>(make_path(53, 1)); }
+
+TEST(SdeWeakOrder, EulerMaruyamaIsFirstOrderOnOrnsteinUhlenbeckMomentsWithPerStepNoise) {
+  expect_first_weak_order_on_ou<EulerMaruyama>(StepIncrements(53, 1));
+}
+
+// SRA1 with per-step increments (dW and its time integral from their joint law): on OU, weak order
+// 2 would need more paths to resolve than a unit test affords, so check that its mean error at 8
+// steps is far below Euler-Maruyama's and its variance right (the joint law of dW and the time
+// integral is tested in noise_test.cpp).
+TEST(SdeWeakOrder, Sra1WithPerStepNoiseBeatsEulerMaruyamaOnOrnsteinUhlenbeckMoments) {
+  const OrnsteinUhlenbeck ou(1.0, 0.5, 0.2);
+  constexpr Index kSamples = 1 << 16;
+  const Batch x0 = Batch::Constant(kSamples, 1, 3.5);
+  const double exact_mean = ou.mean(x0.topRows(1), 0.0, 1.0)(0, 0);
+  const double exact_var = ou.variance(0.0, 1.0);
+  const StepIncrements noise(59, 1);
+  const Batch em = solve<EulerMaruyama>(ou, x0, 0.0, 1.0, 8, noise), sra = solve<Sra1>(ou, x0, 0.0, 1.0, 8, noise);
+  const double em_error = std::abs(em.col(0).mean() - exact_mean), sra_error = std::abs(sra.col(0).mean() - exact_mean);
+  const double floor = 1.96 * std::sqrt(exact_var / kSamples);
+  EXPECT_GT(em_error, 5 * floor);
+  EXPECT_LT(sra_error, em_error / 4) << "EM " << em_error << ", SRA1 " << sra_error << ", floor " << floor;
+  // The variance, within its sampling error and SRA1's O(h^2) bias (about 1% here).
+  const double sra_var = (sra.col(0) - sra.col(0).mean()).square().mean();
+  EXPECT_NEAR(sra_var, exact_var, 5 * exact_var * std::sqrt(2.0 / kSamples) + 0.02 * exact_var);
 }
 
 }  // namespace

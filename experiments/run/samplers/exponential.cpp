@@ -156,7 +156,8 @@ void add_exponential_family(Registry& r) {
                  return ConfiguredSampler{.run = grid_runner(d, d.eta > 0, DIFFODE_SAMPLER_FN(sample_ddim)), .stochastic = d.eta > 0};
                }});
   r.push_back({"ddpm", "exponential", "DDPM ancestral sampling (Ho et al. 2020, arXiv:2006.11239, Alg. 2)",
-               options_schema("ddpm", {string_key("variance", "posterior beta~ (small) or beta (large)").fallback_str("small").one_of({"small", "large"})}),
+               options_schema("ddpm", {string_key("variance", "posterior beta~ (small) or beta (large)").fallback_str("small").one_of({"small", "large"}),
+                                       noise_key()}),
                [](ConfigTable& o) {
                  const DDPMOptions d{.variance = o.string("variance") == "small" ? DDPMVariance::small : DDPMVariance::large};
                  return ConfiguredSampler{.run = grid_runner(d, true, DIFFODE_SAMPLER_FN(sample_ddpm)), .stochastic = true};

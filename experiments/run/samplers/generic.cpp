@@ -110,17 +110,20 @@ void add_dopri5(Registry& r) {
                }});
 }
 
-// An SDE stepper on the reverse SDE over the grid's times, on the Brownian path in t keyed by the
-// run's seed (the path a predictor-corrector sampler's predictor sees).
+// An SDE stepper on the reverse SDE over the grid's times, on per-step increments (dW and, for SRA1,
+// its time integral, from their exact joint law) or the Brownian path in t keyed by the run's seed
+// (the noise a predictor-corrector sampler's predictor sees, either way).
 template <template <class> class Stepper>
 void add_sde(Registry& r, std::string name, std::string summary) {
-  r.push_back({name, "generic_sde", std::move(summary), options_schema(name, {}), [](ConfigTable&) {
+  r.push_back({name, "generic_sde", std::move(summary), options_schema(name, {noise_key()}), [](ConfigTable&) {
                  ConfiguredSampler s{.stochastic = true, .steps_to_zero = false};
                  s.run = [](const SamplerContext& c, Batch& x_scaled) {
                    return in_process_variables(c, x_scaled, [&](Batch& x, auto& observer) {
                      const ReverseSde<Batch> sde(c.process, c.predictor);
-                     const BrownianPath path({.seed = c.noise.seed, .t0 = c.process.t_max(), .t1 = 0.0, .dims = x.cols()});
                      Stepper<Batch> stepper;
+                     if (c.noise.kind == NoiseKind::per_step)
+                       return integrate(stepper, sde, c.times, x, StepIncrements(c.noise.seed, x.cols()), c.noise.first_sample, observer);
+                     const BrownianPath path({.seed = c.noise.seed, .t0 = c.process.t_max(), .t1 = 0.0, .dims = x.cols()});
                      return integrate(stepper, sde, c.times, x, path, c.noise.first_sample, observer);
                    });
                  };

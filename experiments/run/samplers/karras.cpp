@@ -13,7 +13,7 @@ std::vector<KeySpec> churn_keys() {
   return {number_key("s_churn", "total churn over the grid (0: deterministic)").fallback(0.0).at_least(0),
           number_key("s_tmin", "churn only where s_tmin <= sigma~").fallback(0.0).at_least(0),
           number_key("s_tmax", "churn only where sigma~ <= s_tmax").fallback(std::numeric_limits<double>::infinity()).at_least(0).infinite(),
-          number_key("s_noise", "scale of the added noise").fallback(1.0).at_least(0)};
+          number_key("s_noise", "scale of the added noise").fallback(1.0).at_least(0), noise_key()};
 }
 
 ChurnOptions read_churn(ConfigTable& o) {
@@ -22,13 +22,14 @@ ChurnOptions read_churn(ConfigTable& o) {
 
 std::vector<KeySpec> ancestral_keys(double eta_default) {
   return {number_key("eta", "share of each step's variance renewed by fresh noise (0: deterministic)").fallback(eta_default).at_least(0),
-          number_key("s_noise", "scale of the added noise").fallback(1.0).at_least(0)};
+          number_key("s_noise", "scale of the added noise").fallback(1.0).at_least(0), noise_key()};
 }
 
 AncestralOptions read_ancestral(ConfigTable& o) { return {.eta = o.number("eta"), .s_noise = o.number("s_noise")}; }
 
 std::unique_ptr<SigmaNoise<Batch>> sigma_noise(const SamplerContext& c, const Batch& x, bool stochastic) {
   if (!stochastic) return nullptr;
+  if (c.noise.kind == NoiseKind::per_step) return std::make_unique<SigmaNoise<Batch>>(SigmaNoise<Batch>::per_step(c.noise.seed, x.cols(), c.noise.first_sample));
   return std::make_unique<SigmaNoise<Batch>>(c.noise.seed, c.sigmas.front(), x.cols(), c.noise.first_sample);
 }
 

@@ -21,7 +21,7 @@ std::vector<KeySpec> corrector_keys(std::string corrector_default, std::int64_t 
           string_key("norm", "Langevin norms: batch means (score_sde) or each sample's own")
               .fallback_str("batch_mean")
               .one_of({"batch_mean", "per_sample"}),
-          boolean_key("noise_removal", "return the last step's mean, without its noise").fallback_bool(true)};
+          boolean_key("noise_removal", "return the last step's mean, without its noise").fallback_bool(true), noise_key()};
 }
 
 void read_corrector(ConfigTable& o, PcOptions& pc) {
@@ -39,7 +39,8 @@ ConfiguredSampler pc_sampler(const PcOptions& pc) {
   s.run = [pc](const SamplerContext& c, Batch& x_scaled) {
     return in_process_variables(c, x_scaled, [&](Batch& x, auto& observer) {
       const DiffusionScore<Batch> score(c.process, c.predictor);
-      const PcNoise<Batch> noise(c.noise.seed, c.process.t_max(), x.cols(), c.noise.first_sample);
+      const PcNoise<Batch> noise = c.noise.kind == NoiseKind::per_step ? PcNoise<Batch>::per_step(c.noise.seed, x.cols(), c.noise.first_sample)
+                                                                       : PcNoise<Batch>(c.noise.seed, c.process.t_max(), x.cols(), c.noise.first_sample);
       return sample_pc(score, x, c.times, pc, &noise, observer);
     });
   };

@@ -1,0 +1,219 @@
+#include "solvers/noise.hpp"
+
+#include <Random123/philox.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <stdexcept>
+
+namespace diffode {
+
+std::string_view noise_kind_name(NoiseKind kind) { return kind == NoiseKind::per_step ? "per_step" : "brownian"; }
+
+namespace detail {
+
+void philox4x32_block(std::uint64_t key, std::uint32_t w0, std::uint32_t w1, const std::uint32_t* c2, const std::uint32_t* c3, int n,
+                      std::uint32_t* o0, std::uint32_t* o1, std::uint32_t* o2, std::uint32_t* o3) {
+  constexpr std::uint32_t kM0 = 0xD2511F53u, kM1 = 0xCD9E8D57u;
+  std::uint32_t k0[10], k1[10];
+  std::uint32_t a = static_cast<std::uint32_t>(key), b = static_cast<std::uint32_t>(key >> 32);
+  for (int r = 0; r < 10; ++r, a += 0x9E3779B9u, b += 0xBB67AE85u) {
+    k0[r] = a;
+    k1[r] = b;
+  }
+  for (int i = 0; i < n; ++i) {
+    std::uint32_t x0 = w0, x1 = w1, x2 = c2[i], x3 = c3[i];
+    for (int r = 0; r < 10; ++r) {
+      const std::uint64_t p0 = std::uint64_t{kM0} * x0, p1 = std::uint64_t{kM1} * x2;
+      x0 = static_cast<std::uint32_t>(p1 >> 32) ^ x1 ^ k0[r];
+      x1 = static_cast<std::uint32_t>(p1);
+      x2 = static_cast<std::uint32_t>(p0 >> 32) ^ x3 ^ k1[r];
+      x3 = static_cast<std::uint32_t>(p0);
+    }
+    o0[i] = x0;
+    o1[i] = x1;
+    o2[i] = x2;
+    o3[i] = x3;
+  }
+}
+
+namespace {
+
+constexpr std::uint64_t kOneBits = 0x3FF0000000000000ull;      // 1.0
+constexpr std::uint64_t kMantissa = 0x000FFFFFFFFFFFFFull;
+constexpr std::uint64_t kTwo52Bits = 0x4330000000000000ull;    // 2^52: OR-ing a small integer k in gives 2^52 + k
+constexpr double kTwo52 = 4503599627370496.0;
+constexpr double kRoundMagic = 6755399441055744.0;              // 1.5 * 2^52: x + it rounds x to an integer
+constexpr double kSqrt2 = 1.4142135623730951;
+constexpr double kLn2Hi = 6.93147180369123816490e-01;          // ln 2's leading 32 bits: e * kLn2Hi is exact
+constexpr double kLn2Lo = 1.90821492927058770002e-10;          // ln 2 - kLn2Hi
+constexpr double kHalfPi = 1.5707963267948966;
+
+// log u for u in (0, 1]: u = 2^e m with m in (sqrt(1/2), sqrt(2)], f = m - 1 (exact), s = f / (2 + f),
+// log(1 + f) = 2 atanh(s) = 2 s (1 + s^2/3 + s^4/5 + ...). |s| <= 0.1716, so s^2 <= 0.0295 and the
+// terms through s^20/21 leave a truncation below 1e-18 relative.
+inline double log_unit(double u) {
+  // Selections as bit arithmetic, so that the loop has no control flow and vectorises.
+  const std::uint64_t bits = std::bit_cast<std::uint64_t>(u);
+  const double m1 = std::bit_cast<double>((bits & kMantissa) | kOneBits);  // [1, 2)
+  const std::uint64_t big = static_cast<std::uint64_t>(m1 > kSqrt2);      // then halve m, add 1 to e
+  const double m = std::bit_cast<double>(std::bit_cast<std::uint64_t>(m1) - (big << 52));
+  const double e = std::bit_cast<double>(kTwo52Bits | ((bits >> 52) + big)) - (kTwo52 + 1023.0);  // exact
+  const double f = m - 1.0;
+  const double s = f / (2.0 + f);
+  const double z = s * s;
+  const double p =
+      1.0 / 3 +
+      z * (1.0 / 5 + z * (1.0 / 7 + z * (1.0 / 9 + z * (1.0 / 11 + z * (1.0 / 13 + z * (1.0 / 15 + z * (1.0 / 17 + z * (1.0 / 19 + z * (1.0 / 21)))))))));
+  const double log1p_f = 2.0 * s + 2.0 * s * (z * p);
+  return e * kLn2Hi + (log1p_f + e * kLn2Lo);
+}
+
+}  // namespace
+
+void box_muller_block(const std::uint32_t* a_hi, const std::uint32_t* a_lo, const std::uint32_t* b_hi, const std::uint32_t* b_lo, int n,
+                      double* z_cos, double* z_sin) {
+  constexpr int kMax = 256;
+  if (n > kMax) throw std::logic_error("box_muller_block: at most 256 elements");
+  alignas(16) double minus_two_log[kMax + 2], cos_part[kMax + 2], sin_part[kMax + 2];
+  for (int i = 0; i < n; ++i) {
+    const std::uint64_t a = (std::uint64_t{a_hi[i]} << 32) | a_lo[i];
+    const std::uint64_t b = (std::uint64_t{b_hi[i]} << 32) | b_lo[i];
+    // u1 = 1 - k 2^-52 in (0, 1] (exact): never 0, so the radius stays finite (at most 8.5).
+    const double u1 = 2.0 - std::bit_cast<double>(kOneBits | (a >> 12));
+    minus_two_log[i] = -2.0 * log_unit(u1);
+    // The angle 2 pi u2 = (pi/2) v, v = 4 u2 in [0, 4): v = q + r with q the nearest integer and
+    // r in [-1/2, 1/2] (both exact); sin and cos of x = (pi/2) r in [-pi/4, pi/4] by their Taylor
+    // series (the first term left out is below 1e-19), then the quadrant q mod 4 swaps and signs them.
+    const double v = 4.0 * (std::bit_cast<double>(kOneBits | (b >> 12)) - 1.0);
+    const double rounded = v + kRoundMagic;
+    const std::uint64_t q = std::bit_cast<std::uint64_t>(rounded);  // low bits: the integer q
+    const double x = (v - (rounded - kRoundMagic)) * kHalfPi;
+    const double x2 = x * x;
+    const double sin_x =
+        x + x * (x2 * (-1.0 / 6 + x2 * (1.0 / 120 + x2 * (-1.0 / 5040 + x2 * (1.0 / 362880 + x2 * (-1.0 / 39916800 +
+                                                                                                   x2 * (1.0 / 6227020800 + x2 * (-1.0 / 1307674368000 + x2 * (1.0 / 355687428096000)))))))));
+    const double cos_x =
+        1.0 + x2 * (-0.5 + x2 * (1.0 / 24 + x2 * (-1.0 / 720 + x2 * (1.0 / 40320 + x2 * (-1.0 / 3628800 + x2 * (1.0 / 479001600 +
+                                                                                                            x2 * (-1.0 / 87178291200 + x2 * (1.0 / 20922789888000 + x2 * (-1.0 / 6402373705728000)))))))));
+    // q = 0: (sin, cos); 1: (cos, -sin); 2: (-sin, -cos); 3: (-cos, sin). Bit operations only.
+    const std::uint64_t swap = std::uint64_t{0} - (q & 1);
+    const std::uint64_t sb = std::bit_cast<std::uint64_t>(sin_x), cb = std::bit_cast<std::uint64_t>(cos_x);
+    sin_part[i] = std::bit_cast<double>(((sb & ~swap) | (cb & swap)) ^ ((q & 2) << 62));
+    cos_part[i] = std::bit_cast<double>(((cb & ~swap) | (sb & swap)) ^ (((q + 1) & 2) << 62));
+  }
+  const int even = n + (n & 1);
+  if (n & 1) minus_two_log[n] = cos_part[n] = sin_part[n] = 0.0;
+#if defined(__SSE2__)
+  // std::sqrt may set errno, which keeps GCC from vectorising it; sqrtpd rounds as sqrtsd does.
+  alignas(16) double zc[kMax + 2], zs[kMax + 2];
+  for (int i = 0; i < even; i += 2) {
+    const __m128d radius = _mm_sqrt_pd(_mm_load_pd(minus_two_log + i));
+    _mm_store_pd(zc + i, _mm_mul_pd(_mm_load_pd(cos_part + i), radius));
+    _mm_store_pd(zs + i, _mm_mul_pd(_mm_load_pd(sin_part + i), radius));
+  }
+  std::copy(zc, zc + n, z_cos);
+  std::copy(zs, zs + n, z_sin);
+#else
+  for (int i = 0; i < n; ++i) {
+    const double radius = std::sqrt(minus_two_log[i]);
+    z_cos[i] = cos_part[i] * radius;
+    z_sin[i] = sin_part[i] * radius;
+  }
+  (void)even;
+#endif
+}
+
+}  // namespace detail
+
+namespace {
+
+// Counter words 0 and 1: the step's low 32 bits, then bit 31 set, the stream in bits 24-30 and the
+// step's bits 32-55. The Brownian tree (brownian.cpp) uses the same key with word 1 = the node's high
+// bits, below 2^29, so no counter of this source is one of the tree's.
+std::uint32_t counter_word1(std::uint32_t stream, std::uint64_t step) {
+  return 0x80000000u | (stream << 24) | static_cast<std::uint32_t>(step >> 32);
+}
+
+void check_step(std::uint64_t step) {
+  if (step > StepNormals::max_step) throw std::out_of_range(fmt::format("StepNormals: step {} exceeds 2^56 - 1", step));
+}
+
+constexpr int kBlock = 256;  // pairs per block: the arrays stay in L1
+
+}  // namespace
+
+StepNormals::StepNormals(std::uint64_t seed, std::uint32_t stream) : seed_(seed), stream_(stream) {
+  if (stream > max_stream) throw std::invalid_argument(fmt::format("StepNormals: stream {} exceeds {}", stream, max_stream));
+}
+
+void StepNormals::fill(std::uint64_t step, Index first_sample, Batch& out) const {
+  check_step(step);
+  const Index rows = out.rows(), dims = out.cols();
+  if (rows == 0 || dims == 0) return;
+  const Index pairs = (dims + 1) / 2, count = rows * pairs;
+  const std::uint32_t w0 = static_cast<std::uint32_t>(step), w1 = counter_word1(stream_, step);
+  double* data = out.data();  // row-major: (r, d) at r * dims + d
+  std::uint32_t sample[kBlock], pair[kBlock], o0[kBlock], o1[kBlock], o2[kBlock], o3[kBlock];
+  double zc[kBlock], zs[kBlock];
+  Index row = 0, p = 0;  // the block's first pair
+  for (Index e0 = 0; e0 < count; e0 += kBlock) {
+    const int n = static_cast<int>(std::min<Index>(kBlock, count - e0));
+    const Index row0 = row, p0 = p;
+    for (int i = 0; i < n; ++i) {
+      sample[i] = static_cast<std::uint32_t>(static_cast<std::uint64_t>(first_sample + row));
+      pair[i] = static_cast<std::uint32_t>(p);
+      if (++p == pairs) {
+        p = 0;
+        ++row;
+      }
+    }
+    detail::philox4x32_block(seed_, w0, w1, sample, pair, n, o0, o1, o2, o3);
+    detail::box_muller_block(o0, o1, o2, o3, n, zc, zs);
+    Index r = row0, q = p0;
+    for (int i = 0; i < n; ++i) {
+      double* dst = data + r * dims + 2 * q;
+      dst[0] = zc[i];
+      if (2 * q + 1 < dims) dst[1] = zs[i];
+      if (++q == pairs) {
+        q = 0;
+        ++r;
+      }
+    }
+  }
+}
+
+double StepNormals::at(std::uint64_t step, Index sample, Index dim) const {
+  check_step(step);
+  using Philox = r123::Philox4x32;
+  const Philox::key_type key = {{static_cast<std::uint32_t>(seed_), static_cast<std::uint32_t>(seed_ >> 32)}};
+  const Philox::ctr_type ctr = {{static_cast<std::uint32_t>(step), counter_word1(stream_, step),
+                                 static_cast<std::uint32_t>(static_cast<std::uint64_t>(sample)), static_cast<std::uint32_t>(dim / 2)}};
+  const Philox::ctr_type r = Philox{}(ctr, key);
+  double zc, zs;
+  detail::box_muller_block(&r[0], &r[1], &r[2], &r[3], 1, &zc, &zs);
+  return dim % 2 == 0 ? zc : zs;
+}
+
+StepIncrements::StepIncrements(std::uint64_t seed, Index dims) : dw_(seed, 0), area_(seed, 1), dims_(dims) {
+  if (dims < 1) throw std::invalid_argument("StepIncrements: dims must be >= 1");
+}
+
+void StepIncrements::increments(std::uint64_t step, double h, Index first_sample, Batch& dw, Batch* integral) const {
+  if (dw.cols() != dims_)
+    throw std::invalid_argument(fmt::format("StepIncrements: the output has {} columns, the noise {} dims", dw.cols(), dims_));
+  dw_.fill(step, first_sample, dw);
+  dw *= std::sqrt(std::abs(h));
+  if (integral) {
+    integral->resize(dw.rows(), dw.cols());
+    area_.fill(step, first_sample, *integral);
+    *integral = 0.5 * h * dw + std::sqrt(std::abs(h) * h * h / 12.0) * *integral;
+  }
+}
+
+}  // namespace diffode
