@@ -128,6 +128,9 @@ struct TrainingSpec {
   double p_mean = -1.2, p_std = 1.2;  // EDM's log-normal noise levels (when process.edm)
   std::int64_t checkpoint_every = 500;
   std::string checkpoint_file;  // written atomically every checkpoint_every steps and at the end
+  // A checkpoint to continue from ("" = start afresh): its network, optimiser state, step and loss
+  // history are restored, and the remaining steps are those the uninterrupted run would take.
+  std::string resume_from;
   std::string device = "cpu";
   std::string dtype = "float32";
   int threads = 1;

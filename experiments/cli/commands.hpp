@@ -59,6 +59,15 @@ std::string sweep_config_help();
 int run_tune_grid_command(const std::filesystem::path& config, const Provenance& provenance, int threads = 1);
 std::string tune_grid_config_help();
 
+// `diffode train CONFIG.toml` (run/training.hpp): denoising score matching of a network through the
+// LibTorch backend; the checkpoint and an HDF5 history. 0 done, 1 failed, 2 bad input, 130 interrupted.
+struct TrainOptions {
+  int threads = 1;      // LibTorch's intra-op threads (part of what a bitwise resume needs unchanged)
+  bool resume = false;  // continue from [output] file
+};
+int run_train_command(const std::filesystem::path& config, const ProvenanceSource& provenance, const TrainOptions& options);
+std::string train_config_help();
+
 // `diffode orders`: the orders tables into out_dir (orders.md, orders.csv).
 struct OrdersOptions;
 int run_orders_command(const OrdersOptions& options, const std::filesystem::path& out_dir, const std::string& command);

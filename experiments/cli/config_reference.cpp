@@ -4,6 +4,7 @@
 #include "experiments/run/likelihood.hpp"
 #include "experiments/run/readers.hpp"
 #include "experiments/run/sampler_registry.hpp"
+#include "experiments/run/training.hpp"
 #include "experiments/run/tune_grid.hpp"
 #include "experiments/sweep/plan.hpp"
 #include "experiments/sweep/runner.hpp"
@@ -21,11 +22,14 @@ std::string config_reference_markdown() {
       "- `diffode sample`: `[process]`, `[model]`, `[grid]`, `[sampler]`, `[run]` (`[run] output` required).\n"
       "- `diffode sweep`: the same tables plus `[metrics]` (or `[likelihood]` with `[run] task = \"likelihood\"`) and `[sweep]`.\n"
       "- `diffode likelihood`: `[process]`, `[model]`, `[data]`, `[likelihood]`, `[output]`.\n"
-      "- `diffode tune-grid`: `[process]`, `[model]`, `[grid]` (the starting grid), `[sampler]`, `[run]` (`block_rows`, `initial`) and `[tune]`.\n\n"
+      "- `diffode tune-grid`: `[process]`, `[model]`, `[grid]` (the starting grid), `[sampler]`, `[run]` (`block_rows`, `initial`) and `[tune]`.\n"
+      "- `diffode train`: `[process]` and its own `[network]`, `[data]`, `[train]`, `[output]` (below, under \"Training\").\n\n"
       "## Tables\n\n";
   for (const TableSchema* t : {&process_schema(), &model_schema(), &grid_schema(), &sampler_table_schema(), &run_schema(), &guidance_schema(),
                                &metrics_schema(), &sweep_schema(), &data_schema(), &likelihood_schema(), &likelihood_output_schema(), &tune_schema()})
     out += schema_markdown(*t);
+  out += "## Training\n\nThe tables of `diffode train` besides `[process]` (its `[data]` and `[output]` are its own, not the likelihood's).\n\n";
+  for (const TableSchema* t : {&network_schema(), &training_data_schema(), &train_schema(), &training_output_schema()}) out += schema_markdown(*t);
   out += "## Samplers\n\nEach sampler's options, beside `name`, in its `[sampler]` table.\n\n";
   for (const SamplerEntry& e : sampler_registry()) out += schema_markdown(e.options);
   return out;

@@ -33,6 +33,8 @@ struct CommandLine {
   CLI::App* tune = nullptr;
   CLI::App* orders = nullptr;
   CLI::App* fd = nullptr;
+  CLI::App* train = nullptr;
+  diffode::TrainOptions train_options;
   std::string config, sweep_output, out_dir = "results";
   int threads = cores();
   diffode::SweepOptions sweep_options;
@@ -73,6 +75,12 @@ void add_commands(CLI::App& app, CommandLine& c) {
   c.tune->add_option("config", c.config, "The TOML config: [process], [model], [grid], [sampler], [run], [tune]")->required();
   add_threads(c.tune, c.threads, "Threads (results do not depend on it)");
   c.tune->footer(diffode::tune_grid_config_help());
+
+  c.train = app.add_subcommand("train", "Train a score network (LibTorch backend) from a TOML config; write its checkpoint and history");
+  c.train->add_option("config", c.config, "The TOML config: [process], [network], [data], [train], [output]")->required();
+  add_threads(c.train, c.threads, "LibTorch threads (a bitwise --resume needs the same count)");
+  c.train->add_flag("--resume", c.train_options.resume, "Continue from the checkpoint at [output] file");
+  c.train->footer(diffode::train_config_help());
 
   c.orders = app.add_subcommand("orders", "Fit the empirical order of every stepper on problems with known solutions");
   c.orders->add_option("--out", c.out_dir, "Folder for orders.md and orders.csv")->capture_default_str();
@@ -126,6 +134,10 @@ int run_command(const CLI::App& app, CommandLine& c, int argc, char** argv) {
     c.fd_options.dataset_given = c.fd->count("--dataset") > 0;
     c.fd_options.threads = c.threads;
     return diffode::run_fd_command(c.fd_options);
+  }
+  if (c.train->parsed()) {
+    c.train_options.threads = c.threads;
+    return diffode::run_train_command(c.config, provenance, c.train_options);
   }
   if (c.orders->parsed()) return diffode::run_orders_command(c.order_options, c.out_dir, command_line(argc, argv));
   if (app.got_subcommand("samplers")) std::cout << diffode::describe_samplers();

@@ -1,6 +1,15 @@
 // The residual MLP of models/network.hpp (MlpArchitecture) as a LibTorch module, its conditioning
 // (c_in, c_noise and the output map of NetworkSpec) and its checkpoint files.
 //
+// Checkpoint layout (a torch::serialize archive, i.e. a zip file torch::load reads):
+//   format            "diffode-network" (a file without it is refused by name)
+//   version           1
+//   spec/...          the NetworkSpec: architecture, output, sigma_data
+//   weights/...       the sampling weights (the EMA weights when written by training)
+//   training/...      optional: what resuming needs (models/torch/training_torch.cpp): the raw
+//                     weights, AdamW's state, the step, the loss history and the settings that
+//                     must not change across a resume
+//
 // Only translation units that need LibTorch include this header.
 #pragma once
 
@@ -13,20 +22,43 @@
 namespace diffode {
 
 // F(c_in x, c_noise, label): the raw network. `label` is an int64 [N] tensor of classes (the null
-// class is architecture.classes) or an undefined tensor for an unconditional network.
+// class is architecture.classes) or an undefined tensor for an unconditional network (a
+// class-conditional network then uses the null class for every row).
 class ScoreMlpImpl : public torch::nn::Module {
  public:
   explicit ScoreMlpImpl(const MlpArchitecture& architecture);
+  // x_in: [N, dims], c_noise: [N] (or [N, 1]), label: [N] int64 or undefined. Returns [N, dims].
   torch::Tensor forward(const torch::Tensor& x_in, const torch::Tensor& c_noise, const torch::Tensor& label = {});
   const MlpArchitecture& architecture() const { return architecture_; }
 
  private:
+  torch::Tensor noise_embedding(const torch::Tensor& c_noise) const;
+
   MlpArchitecture architecture_;
-  // submodules are registered in the constructor
-  struct Parts;
-  std::shared_ptr<Parts> parts_;
+  torch::nn::Linear input_{nullptr}, output_{nullptr};
+  torch::nn::Linear embed_first_{nullptr}, embed_second_{nullptr};  // embedding -> width conditioning
+  torch::nn::Embedding class_embedding_{nullptr};                    // classes + 1 rows (the last: null)
+  torch::nn::LayerNorm final_norm_{nullptr};
+  struct Block {
+    torch::nn::LayerNorm norm{nullptr};
+    torch::nn::Linear first{nullptr}, second{nullptr}, condition{nullptr};
+  };
+  std::vector<Block> blocks_;
+  torch::Tensor fourier_frequencies_;  // buffer: [embedding_dims / 2] (fourier only)
 };
 TORCH_MODULE(ScoreMlp);
+
+// The conditioning of models/network.hpp as tensors: c_in [N, 1] and c_noise [N] from alpha and
+// sigma [N]. c_noise = log(sigma~) / 4 is clamped to +-log(1e8) / 4, so that the ends of a process
+// where sigma~ is 0 or infinite (a flow at t = 0 and t = 1) still give a finite input.
+torch::Tensor network_c_in(const NetworkSpec& spec, const torch::Tensor& alpha, const torch::Tensor& sigma);
+torch::Tensor network_c_noise(const torch::Tensor& alpha, const torch::Tensor& sigma);
+// EDM's c_skip and c_out (Karras et al. 2022, Table 1) at sigma~ = sigma / alpha, written as
+// c_skip / alpha = sigma_data^2 alpha / (sigma^2 + alpha^2 sigma_data^2) (the factor of x, since
+// x~ = x / alpha) and c_out = sigma sigma_data / sqrt(sigma^2 + alpha^2 sigma_data^2): equal to the
+// Table's where alpha > 0, and finite where alpha = 0. Both [N, 1].
+torch::Tensor edm_skip_on_x(const NetworkSpec& spec, const torch::Tensor& alpha, const torch::Tensor& sigma);
+torch::Tensor edm_c_out(const NetworkSpec& spec, const torch::Tensor& alpha, const torch::Tensor& sigma);
 
 // The conditioned network: x (the process's variables) at levels (alpha, sigma) [N] -> the native
 // prediction of the spec: F read as spec.output, or, for `edm`, the denoiser D(x~; sigma~) (x0).
@@ -42,5 +74,14 @@ Parameterization native_parameterization(NetworkOutput output);
 void save_network(const std::string& file, const NetworkSpec& spec, ScoreMlp& network);
 // Throws std::runtime_error naming the file when it is missing or not a diffode checkpoint.
 ScoreMlp load_network(const std::string& file, NetworkSpec& spec);
+
+// The parts of a checkpoint, for training_torch.cpp (which adds its "training" archive).
+void write_network_archive(torch::serialize::OutputArchive& archive, const NetworkSpec& spec, ScoreMlp& network);
+// Opens `file` as a diffode checkpoint (its tensors mapped to `device`) and reads its spec; throws
+// std::runtime_error naming the file.
+torch::serialize::InputArchive open_network_archive(const std::string& file, NetworkSpec& spec, torch::Device device = torch::kCPU);
+// Writes `archive` to `file` through a temporary file beside it and a rename, so that a reader or a
+// crash sees the previous checkpoint or the new one, never a torn file.
+void save_archive_atomically(torch::serialize::OutputArchive& archive, const std::string& file);
 
 }  // namespace diffode

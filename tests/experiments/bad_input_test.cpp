@@ -856,7 +856,7 @@ std::vector<Base> shipped(const std::string& command) {
   for (const auto& f : files) {
     const toml::table t = toml::parse_file(f.string());
     const bool sweep = t.contains("sweep"), likelihood = t.contains("data") || t.contains("output");
-    const std::string kind = sweep ? "sweep" : likelihood ? "likelihood" : "sample";
+    const std::string kind = t.contains("train") ? "train" : sweep ? "sweep" : likelihood ? "likelihood" : "sample";
     if (kind == command) bases.push_back(load_base(command, f));
   }
   return bases;
