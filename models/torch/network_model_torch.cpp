@@ -1,4 +1,4 @@
-// Networks as models (models/network.hpp): a user's TorchScript module behind
+// Networks as models (models/network.hpp): a diffode checkpoint or a user's TorchScript module behind
 // the Predictor<Batch> interface every sampler uses.
 //
 // The samplers' state is an Eigen batch in host memory, so each evaluation copies its rows to the
@@ -13,6 +13,8 @@
 // runtime.threads (0 leaves the caller's setting), and every network call of the process then uses
 // it; the samplers' own threads run separate blocks with separate predictors.
 #include "models/torch/network_model_torch.hpp"
+
+#include "models/torch/score_mlp_torch.hpp"
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -159,6 +161,96 @@ void tensor_to_rows(const torch::Tensor& prediction, double* out, Index rows, In
 }
 
 Index chunk_rows(const NetworkRuntime& runtime, Index rows) { return runtime.batch_size > 0 ? std::min(runtime.batch_size, rows) : rows; }
+
+// ---------------------------------------------------------------------------------------------
+// Checkpoints of models/torch/score_mlp_torch.hpp: the network is conditioned on sigma~ and reads
+// x through c_in (models/network.hpp), so it serves any process and takes (alpha, sigma) as given.
+
+class CheckpointModel;
+
+class CheckpointPredictor final : public Predictor<Batch> {
+ public:
+  CheckpointPredictor(std::shared_ptr<const CheckpointModel> model, int label) : model_(std::move(model)), label_(label) {}
+  Parameterization native() const override;
+
+ protected:
+  void evaluate(const Batch& x, const PerSample& alpha, const PerSample& sigma, Batch& out) const override;
+
+ private:
+  std::shared_ptr<const CheckpointModel> model_;
+  int label_;
+};
+
+class CheckpointModel final : public NetworkModel, public std::enable_shared_from_this<CheckpointModel> {
+ public:
+  CheckpointModel(const std::string& file, const NetworkRuntime& runtime)
+      : file_(file), runtime_(runtime), device_(parse_device(runtime.device)), dtype_(parse_dtype(runtime.dtype)) {
+    require_file(file);
+    apply_runtime(runtime);
+    network_ = load_network(file, spec_);
+    network_->to(device_, dtype_);
+    network_->eval();
+    native_ = native_parameterization(spec_.output);
+    // A flow velocity becomes x0 or eps only with alpha' and sigma', which a predictor is not handed.
+    if (native_ == Parameterization::flow)
+      throw std::runtime_error(fmt::format("{}: a network that outputs a flow velocity cannot be sampled through this interface (it is handed "
+                                           "alpha and sigma, not their time derivatives); train it with another output",
+                                           file));
+    sha256_ = file_sha256(file);
+  }
+
+  Index dims() const override { return spec_.architecture.dims; }
+  Index classes() const override { return spec_.architecture.classes; }
+  std::string description() const override {
+    const MlpArchitecture& a = spec_.architecture;
+    return fmt::format("network {} (sha256 {}): residual MLP, dims {}, width {}, blocks {}, {} embedding {}, classes {}, output {}, sigma_data {}; "
+                       "{} {}, batch_size {}",
+                       file_, sha256_, a.dims, a.width, a.blocks, a.embedding, a.embedding_dims, a.classes, to_string(spec_.output),
+                       spec_.sigma_data, runtime_.device, runtime_.dtype, runtime_.batch_size);
+  }
+  std::unique_ptr<Predictor<Batch>> make_predictor(int label) const override {
+    if (label >= 0 && label >= classes())
+      throw std::invalid_argument(fmt::format("{}: class {} of a network with {} classes", file_, label, classes()));
+    return std::make_unique<CheckpointPredictor>(shared_from_this(), label);
+  }
+
+  Parameterization native() const { return native_; }
+
+  void evaluate(const Batch& x, const PerSample& alpha, const PerSample& sigma, int label, Batch& out) const {
+    const Index n = x.rows(), d = x.cols();
+    if (d != dims()) throw std::invalid_argument(fmt::format("{}: a batch of {} dimensions for a network of {}", file_, d, dims()));
+    out.resize(n, d);
+    const torch::NoGradGuard no_grad;
+    const Index chunk = chunk_rows(runtime_, n);
+    for (Index begin = 0; begin < n; begin += chunk) {
+      const Index rows = std::min(chunk, n - begin);
+      const torch::Tensor xs = rows_to_tensor(x.data() + begin * d, rows, d, device_, dtype_);
+      const torch::Tensor a = values_to_tensor(alpha.data() + begin, rows, device_, dtype_);
+      const torch::Tensor s = values_to_tensor(sigma.data() + begin, rows, device_, dtype_);
+      torch::Tensor labels;
+      if (classes() > 0)
+        labels = torch::full({rows}, label < 0 ? classes() : label, torch::TensorOptions().dtype(torch::kInt64).device(device_));
+      const torch::Tensor prediction = conditioned_prediction(network_, spec_, xs, a, s, labels);
+      tensor_to_rows(prediction, out.data() + begin * d, rows, d);
+    }
+  }
+
+ private:
+  std::string file_;
+  NetworkRuntime runtime_;
+  torch::Device device_;
+  torch::Dtype dtype_;
+  NetworkSpec spec_;
+  // Inference only reads the weights, so the predictors of several threads share them.
+  mutable ScoreMlp network_{nullptr};
+  Parameterization native_ = Parameterization::x0;
+  std::string sha256_;
+};
+
+Parameterization CheckpointPredictor::native() const { return model_->native(); }
+void CheckpointPredictor::evaluate(const Batch& x, const PerSample& alpha, const PerSample& sigma, Batch& out) const {
+  model_->evaluate(x, alpha, sigma, label_, out);
+}
 
 // ---------------------------------------------------------------------------------------------
 // TorchScript modules. The module was trained under one process (TorchScriptSpec's functions) and
@@ -390,8 +482,8 @@ void TorchScriptPredictor::evaluate(const Batch& x, const PerSample& alpha, cons
 
 }  // namespace
 
-std::shared_ptr<const NetworkModel> load_checkpoint_model(const std::string&, const NetworkRuntime&) {
-  throw std::runtime_error("network checkpoints are not implemented yet");
+std::shared_ptr<const NetworkModel> load_checkpoint_model(const std::string& file, const NetworkRuntime& runtime) {
+  return std::make_shared<const CheckpointModel>(file, runtime);
 }
 
 std::shared_ptr<const NetworkModel> load_torchscript_model(const TorchScriptSpec& spec, const NetworkRuntime& runtime) {
