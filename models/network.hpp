@@ -81,6 +81,13 @@ struct TorchScriptSpec {
   // The module takes x~ = x / alpha (true: scale-free input, as EDM and k-diffusion models) or the
   // process's x (false: as DDPM / score-SDE models).
   bool scale_free_input = false;
+  // "x_t_class": labels 0..classes-1, and `classes` the null class (what make_predictor(-1) passes).
+  Index classes = 0;
+  // The process the module was trained under (the config's [process]), as functions of its time:
+  // a predictor is handed (alpha, sigma) per sample, and the module its process's t at
+  // sigma~ = sigma / alpha and x scaled to that process's alpha(t). d_alpha and d_sigma (d/dt) are
+  // needed only to read a flow velocity.
+  std::function<double(double)> t_of_scaled_sigma, alpha, sigma, d_alpha, d_sigma;
 };
 
 // One loaded model. make_predictor gives each thread its own predictor (NFE counters, scratch).

@@ -14,6 +14,7 @@ namespace {
 void write_sample_file(Hdf5File& out, const SamplingSetup& s, const SamplingOutcome& r, const std::string& config_text,
                        const Provenance& provenance) {
   write_provenance(out, provenance);
+  if (s.network) write_model_provenance(out, "/", s.network->description());
   out.write_attribute("/", "config", config_text);
   out.write_attribute("/", "sampler", s.sampler.name);
   out.write_attribute("/", "status", r.failed ? "failed" : "ok");
@@ -35,7 +36,8 @@ std::string sample_config_help() {
          "nothing written). Every key, with each sampler's options: docs/config.md.\n" +
          schema_help({&process_schema(), &model_schema(), &grid_schema(), &sampler_table_schema(), &run_schema(), &guidance_schema()}) +
          "Output HDF5: /samples, /initial, /grid/t, /grid/sigma, /trajectory/step_NNNN; root attributes config, sampler,\n"
-         "status, failure, nfe, seed, noise, command_line, commit, versions, host, start_time.\n"
+         "status, failure, nfe, seed, noise, command_line, commit, versions, host, start_time, and for a network model, model\n"
+         "(its file and SHA-256, architecture, device).\n"
          "Exit: 0 done, 1 the run failed numerically (recorded in the file), 2 bad input (nothing written; an earlier file\n"
          "at the output is left as it was).";
 }

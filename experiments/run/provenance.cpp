@@ -63,4 +63,8 @@ void write_provenance(Hdf5File& file, const Provenance& p) {
   file.write_attribute("/", "start_time", p.start_time);
 }
 
+void write_model_provenance(Hdf5File& file, const std::string& object, const std::string& description) {
+  file.write_attribute(object, "model", description);
+}
+
 }  // namespace diffode

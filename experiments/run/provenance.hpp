@@ -20,5 +20,9 @@ Provenance collect_provenance(int argc, char** argv);
 class Hdf5File;
 // Root attributes command_line, commit, versions, host, start_time.
 void write_provenance(Hdf5File& file, const Provenance& p);
+// Attribute `model` of `object`: a network model's description (models/network.hpp: its file and
+// SHA-256, architecture or signature, device), which the config's path alone does not pin down.
+// The exact mixtures need none: the config defines them.
+void write_model_provenance(Hdf5File& file, const std::string& object, const std::string& description);
 
 }  // namespace diffode

@@ -1,6 +1,7 @@
 #include "experiments/run/readers.hpp"
 
 #include "experiments/run/hdf5_file.hpp"
+#include "experiments/run/networks.hpp"
 #include "experiments/run/sampler_registry.hpp"
 
 #include <fmt/format.h>
@@ -8,6 +9,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 
 namespace diffode {
 namespace {
@@ -118,8 +120,9 @@ std::unique_ptr<Process> read_process(ConfigTable t) {
 const TableSchema& model_schema() {
   static const TableSchema s{
       "model",
-      "where predictions come from: an exact Gaussian mixture (a preset, inline components, or an HDF5 file)",
-      {string_key("kind", "the model").fallback_str("mixture").one_of({"mixture"}),
+      "where predictions come from: an exact Gaussian mixture (a preset, inline components, or an HDF5 file), a network checkpoint "
+      "(diffode train) or a TorchScript module",
+      {string_key("kind", "the model").fallback_str("mixture").one_of({"mixture", "network", "torchscript"}),
        string_key("preset", "a shipped mixture: the 2-D ring (8 components), 16-D isotropic (10), 64-D diagonal (4)")
            .fallback_str("ring2d")
            .one_of({"ring2d", "iso16", "diag64"}),
@@ -127,10 +130,35 @@ const TableSchema& model_schema() {
        numbers_key("weights", "component weights (K; with means and variances)").optional("none"),
        rows_key("means", "component means (K x D)").optional("none"),
        rows_key("variances", "diagonal component variances (K x D)").optional("none"),
-       string_key("file", "HDF5 file with datasets weights (K), means (K x D), variances (K x D)").optional("none"),
+       string_key("file", "mixture: HDF5 file with datasets weights (K), means (K x D), variances (K x D); network: a diffode checkpoint; "
+                          "torchscript: a module saved by torch.jit.save")
+           .optional("none (required for network and torchscript)"),
        numbers_key("classes", "class of each component (K integers 0..C-1, each class owning one or more): p(x | c) is the class's "
                               "components renormalised; needed by [guidance]")
-           .optional("none (one class)")}};
+           .optional("none (one class)"),
+       string_key("device", "network, torchscript: where it runs, \"cpu\", \"cuda\" or \"cuda:N\" (the samples stay in host memory: "
+                            "each evaluation copies the batch there and back)")
+           .fallback_str("cpu"),
+       string_key("dtype", "network, torchscript: the network's arithmetic").fallback_str("float64").one_of({"float32", "float64"}),
+       integer_key("batch_size", "network, torchscript: rows per network call (0: a block's rows in one call); results do not depend on it")
+           .fallback_int(0)
+           .at_least(0),
+       integer_key("dims", "torchscript: the data's dimension (checked by a dry run at load)").optional("none (required for torchscript)").at_least(1),
+       string_key("prediction", "torchscript: what the module outputs (flow: a velocity of [process], read as x0)")
+           .optional("none (required for torchscript)")
+           .one_of({"eps", "x0", "v", "score", "flow"}),
+       string_key("signature", "torchscript: its arguments, (x, t), (x, sigma) or (x, t, class)").fallback_str("x_t").one_of({"x_t", "x_sigma", "x_t_class"}),
+       string_key("time_input", "torchscript: its time argument: [process] t, 1000 t (DDPM), sigma~ = sigma / alpha, or log(sigma~) / 4 (EDM)")
+           .fallback_str("t")
+           .one_of({"t", "t1000", "sigma", "log_sigma_quarter"}),
+       boolean_key("scale_free_input", "torchscript: it takes x / alpha (EDM, k-diffusion) rather than the process's x (DDPM, score SDE)")
+           .fallback_bool(false),
+       integer_key("num_classes", "torchscript with signature x_t_class: the number of classes; class `num_classes` is the null class sampled with")
+           .optional("none")
+           .at_least(1),
+       table_key("ground_truth", "network, torchscript: the mixture it was trained on (the mixture keys), for the exact metrics and initial = "
+                                 "\"exact\"")
+           .optional("none: metrics against the exact law are refused")}};
   return s;
 }
 
@@ -173,7 +201,8 @@ GaussianMixture inline_mixture(ConfigTable& t) {
 
 GaussianMixture read_mixture(ConfigTable t) {
   t = t.bind(model_schema());
-  t.string("kind");
+  if (const std::string kind = t.string("kind"); kind != "mixture")
+    t.fail("kind", fmt::format("'{}': an exact Gaussian mixture is needed here (kind = \"mixture\")", kind));
   t.node("classes");  // read and checked by read_guidance, which needs the components
   if (t.has("file")) {
     for (const char* key : {"preset", "seed", "weights", "means", "variances"})
@@ -262,6 +291,100 @@ std::optional<GuidanceSetup> read_guidance(ConfigTable& root, const GaussianMixt
       if (t.has(key)) t.fail(key, "only with kind = \"cfg\" (classifier-free guidance)");
   t.finish();
   return g;
+namespace {
+
+const std::vector<std::string> kMixtureKeys{"preset", "seed", "weights", "means", "variances", "classes"};
+const std::vector<std::string> kNetworkKeys{"device", "dtype", "batch_size", "ground_truth"};
+const std::vector<std::string> kTorchScriptKeys{"dims", "prediction", "signature", "time_input", "scale_free_input", "num_classes"};
+
+Parameterization parameterization_named(const std::string& name) {
+  for (const Parameterization p : {Parameterization::eps, Parameterization::x0, Parameterization::v, Parameterization::score, Parameterization::flow})
+    if (to_string(p) == name) return p;
+  throw std::logic_error("unknown parameterization " + name);  // the schema allows only the five
+}
+
+// The key a loading error is about: the backend's messages start with what they refuse.
+std::string_view key_of_load_error(const std::string& what) {
+  for (const char* key : {"device", "dtype", "batch_size", "dims", "signature", "time_input", "num_classes"})
+    if (what.starts_with(std::string(key) + " ")) return key;
+  return "file";
+}
+
+}  // namespace
+
+ModelSource read_model(ConfigTable t, const ConfigTable& process_table) {
+  t = t.bind(model_schema());
+  ModelSource m;
+  m.kind = t.string("kind");
+  if (m.kind == "mixture") {
+    for (const auto* keys : {&kNetworkKeys, &kTorchScriptKeys})
+      for (const std::string& key : *keys)
+        if (t.has(key)) t.fail(key, "only with kind = \"network\" or \"torchscript\"");
+    m.mixture = std::make_shared<const GaussianMixture>(read_mixture(t));
+    return m;
+  }
+  for (const std::string& key : kMixtureKeys)
+    if (t.has(key))
+      t.fail(key, fmt::format("a mixture's key: with kind = \"{}\", give the mixture the network was trained on as [model.ground_truth]", m.kind));
+  const bool torchscript = m.kind == "torchscript";
+  if (!torchscript)
+    for (const std::string& key : kTorchScriptKeys)
+      if (t.has(key)) t.fail(key, "only with kind = \"torchscript\" (a checkpoint records its own)");
+  if (!t.has("file")) t.fail("kind", fmt::format("kind = \"{}\" needs file, the {}", m.kind, torchscript ? "TorchScript module" : "checkpoint"));
+  const std::string file = t.string("file");
+  NetworkRuntime runtime;
+  runtime.device = t.string("device");
+  if (runtime.device != "cpu" && runtime.device != "cuda" &&
+      !(runtime.device.starts_with("cuda:") && runtime.device.size() > 5 &&
+        std::all_of(runtime.device.begin() + 5, runtime.device.end(), [](char c) { return c >= '0' && c <= '9'; })))
+    t.fail("device", fmt::format("'{}': expected \"cpu\", \"cuda\" or \"cuda:N\"", runtime.device));
+  runtime.dtype = t.string("dtype");
+  runtime.batch_size = t.integer("batch_size");
+  TorchScriptSpec spec;
+  if (torchscript) {
+    for (const char* key : {"dims", "prediction"})
+      if (!t.has(key)) t.fail("kind", fmt::format("kind = \"torchscript\" needs {}", key));
+    spec.file = file;
+    spec.dims = t.integer("dims");
+    spec.prediction = parameterization_named(t.string("prediction"));
+    spec.signature = t.string("signature");
+    spec.time_input = t.string("time_input");
+    spec.scale_free_input = t.boolean("scale_free_input");
+    if (spec.signature == "x_t_class" && !t.has("num_classes")) t.fail("signature", "x_t_class needs num_classes, the number of classes");
+    if (t.has("num_classes")) {
+      if (spec.signature != "x_t_class") t.fail("num_classes", "only with signature = \"x_t_class\"");
+      spec.classes = t.integer("num_classes");
+    }
+    // The module is handed its own process's t and x: the config's [process], kept alive by the model.
+    const std::shared_ptr<const Process> trained = read_process(process_table);
+    spec.t_of_scaled_sigma = [trained](double s) { return trained->t_of_scaled_sigma(s); };
+    spec.alpha = [trained](double t) { return trained->alpha(t); };
+    spec.sigma = [trained](double t) { return trained->sigma(t); };
+    spec.d_alpha = [trained](double t) { return trained->d_alpha(t); };
+    spec.d_sigma = [trained](double t) { return trained->d_sigma(t); };
+  }
+  if (t.has("ground_truth")) {
+    ConfigTable truth = t.table("ground_truth");
+    if (truth.has("ground_truth")) truth.fail("ground_truth", "a ground truth is a mixture");
+    m.mixture = std::make_shared<const GaussianMixture>(read_mixture(truth));
+  }
+  t.finish();
+  std::error_code error;
+  if (!std::filesystem::is_regular_file(file, error)) t.fail("file", fmt::format("{}: no such file", file));
+  const NetworkBackend* backend = nullptr;
+  try {
+    backend = &network_backend();
+  } catch (const std::exception& e) {
+    t.fail("kind", e.what());
+  }
+  try {
+    m.network = torchscript ? backend->load_torchscript(spec, runtime) : backend->load_checkpoint(file, runtime);
+  } catch (const std::exception& e) {
+    t.fail(key_of_load_error(e.what()), e.what());
+  }
+  if (m.mixture && m.mixture->dims() != m.network->dims())
+    t.fail("ground_truth", fmt::format("a {}-D mixture for a network of {} dimensions", m.mixture->dims(), m.network->dims()));
+  return m;
 }
 
 const TableSchema& run_schema() {

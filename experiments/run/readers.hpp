@@ -5,6 +5,7 @@
 #include "experiments/run/config.hpp"
 #include "models/gaussian_mixture.hpp"
 #include "models/guided_mixture.hpp"
+#include "models/network.hpp"
 #include "problems/process.hpp"
 #include "problems/time_grid.hpp"
 
@@ -29,6 +30,7 @@ void reject_undeclared_keys(const ConfigTable& root, const std::vector<const Tab
 // [process] name and the parameters that process takes (a parameter it does not take is an error).
 std::unique_ptr<Process> read_process(ConfigTable t);
 // [model] kind = "mixture": preset (ring2d | iso16 | diag64, seed), explicit weights/means/variances, or file.
+// Another kind is an error on `kind`: the caller needs an exact mixture.
 GaussianMixture read_mixture(ConfigTable t);
 
 // [model] classes (a class per component) and [guidance]: the class-conditional mixture and the
@@ -39,6 +41,16 @@ struct GuidanceSetup {
   GuidanceSettings settings;
 };
 std::optional<GuidanceSetup> read_guidance(ConfigTable& root, const GaussianMixture& mixture);
+// [model] of any kind: the exact mixture, or a network (kind = "network": a diffode checkpoint;
+// "torchscript": a user's module trained under the config's [process]) loaded through the network
+// backend (experiments/run/networks.hpp), with the mixture it was trained on when [model.ground_truth]
+// gives one. A file that is missing or that the backend refuses is an error on `file`.
+struct ModelSource {
+  std::string kind;
+  std::shared_ptr<const GaussianMixture> mixture;  // kind "mixture": the model; else the ground truth, or null
+  std::shared_ptr<const NetworkModel> network;     // null for kind "mixture"
+};
+ModelSource read_model(ConfigTable t, const ConfigTable& process_table);
 
 // [grid], read once; `build` makes the grid for its own step count or for another (the fine grid of
 // a strong-error reference), so a grid is never rebuilt by editing config text.

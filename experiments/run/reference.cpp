@@ -13,13 +13,16 @@ namespace diffode {
 
 Batch pf_ode_reference(const SamplingSetup& setup, const Batch& x_T_scaled, double sigma_start, double sigma_end, double rtol, int threads) {
   const bool to_zero = sigma_end == 0.0;
-  const double sigma_to = to_zero ? 1e-7 : sigma_end;
+  // A network is defined on its process's range only: its solve stops at sigma~(t_min) and denoises
+  // there, where a run's final step does.
+  const double floor = setup.network ? setup.process->scaled_sigma(setup.process->t_min()) : 1e-7;
+  const double sigma_to = to_zero ? floor : sigma_end;
   Batch reference = x_T_scaled;
   const Edm scale_free(std::min(sigma_to, 1e-3), std::max(sigma_start, 1.0));
   const auto blocks = make_blocks(reference.rows(), setup.run.block_rows);
   for_each_block(blocks, threads, [&](const BlockRange& b) {
-    const MixturePredictor predictor(*setup.mixture);
-    const ScaledDenoiser<Batch> denoiser(scale_free, predictor);
+    const std::unique_ptr<Predictor<Batch>> predictor = setup.make_predictor();
+    const ScaledDenoiser<Batch> denoiser(scale_free, *predictor);
     const LogSigmaProbabilityFlow<Batch, ScaledDenoiser<Batch>> flow(denoiser);
     Batch block = reference.middleRows(b.begin, b.rows());
     Dopri5<Batch> stepper;

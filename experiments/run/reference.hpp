@@ -15,9 +15,10 @@ namespace diffode {
 // Adaptive Dopri5 in log sigma~ (relative steps down to small noise), per-sample control at
 // rtol = atol = `rtol`, to sigma~ = 1e-7, then x(0) = D(x; 1e-7): x~ - D = -sigma~^2 score moves x
 // by O(1e-14) below that. Blocks of [run] block_rows, so the result does not depend on `threads`.
-// The denoiser is the setup's mixture, exact at every level. A learned model is defined only on its
-// own process's range: its reference would run in that process's time to t_min, then D (the one
-// place to change when a network model arrives).
+// The denoiser is the setup's model: the mixture, exact at every level, or a network, the solution
+// of whose own PF-ODE the reference then is (the sampler's error, not the network's). A network is
+// defined only on its process's range: its solve stops at sigma~(t_min) and, when sigma_end is 0,
+// returns D(x~; sigma~(t_min)), as a run's final step does.
 Batch pf_ode_reference(const SamplingSetup& setup, const Batch& x_T_scaled, double sigma_start, double sigma_end, double rtol, int threads);
 
 // The reference for a finished run, in the process's x at the run's end: x_T rescaled to x~ at the

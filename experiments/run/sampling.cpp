@@ -82,14 +82,19 @@ BlockResult run_block(const SamplingSetup& s, const RunGrid& g, const BlockRange
 
 std::unique_ptr<Predictor<Batch>> SamplingSetup::make_predictor() const {
   if (guidance) return std::make_unique<GuidedPredictor>(guidance->model, guidance->settings);
+  if (network) return network->make_predictor(-1);
   return std::make_unique<MixturePredictor>(*mixture);
 }
 
 SamplingSetup read_sampling_setup(ConfigTable& root) {
   SamplingSetup s;
   s.process = read_process(root.table("process"));
-  s.mixture = std::make_shared<const GaussianMixture>(read_mixture(root.table("model")));
-  s.guidance = read_guidance(root, *s.mixture);
+  ModelSource model = read_model(root.table("model"), root.table("process"));
+  s.mixture = std::move(model.mixture);
+  s.network = std::move(model.network);
+  if (!s.network) s.guidance = read_guidance(root, *s.mixture);
+  else if (root.peek("guidance"))
+    root.fail("guidance", "guidance runs on a class-conditional mixture ([model] kind = \"mixture\" with classes), not on a network");
   ConfigTable grid_table = root.table("grid");
   s.grid_spec = read_grid_spec(grid_table);
   try {
@@ -106,6 +111,8 @@ SamplingSetup read_sampling_setup(ConfigTable& root) {
   s.sampler = read_sampler(root.table("sampler"));
   ConfigTable run_table = root.table("run");
   s.run = read_run_settings(run_table);
+  if (s.run.initial == "exact" && !s.mixture && s.run.initial_file.empty())
+    run_table.fail("initial", "\"exact\" draws x_T from the exact p_T, which needs the mixture the network was trained on ([model.ground_truth])");
   if (!s.run.initial_file.empty()) {
     if (run_table.has("samples")) run_table.fail("samples", "the samples are the rows of initial_file: give one or the other");
     read_initial_file(run_table, s);
@@ -126,7 +133,12 @@ Batch initial_noise(const SamplingSetup& s) {
     const double alpha_T = alpha_at_scaled_sigma(*s.process, s.grid.sigma.front());
     return s.mixture->sample_marginal(alpha_T, alpha_T * s.grid.sigma.front(), s.run.samples, s.run.seed);
   }
-  return s.mixture->sample_marginal(0.0, s.process->prior_std(), s.run.samples, s.run.seed);
+  if (s.mixture) return s.mixture->sample_marginal(0.0, s.process->prior_std(), s.run.samples, s.run.seed);
+  // The prior's draws at alpha = 0 are the noise of sample_marginal alone, keyed by (seed, row) and
+  // not by the mixture: any mixture of the model's dimension gives these same numbers.
+  const Index d = s.dims();
+  const GaussianMixture unit(Eigen::ArrayXd::Ones(1), Batch::Zero(1, d), Batch::Ones(1, d));
+  return unit.sample_marginal(0.0, s.process->prior_std(), s.run.samples, s.run.seed);
 }
 
 SamplingOutcome run_sampling(const SamplingSetup& s, const Batch& initial, int threads) { return run_sampling(s, initial, s.grid, threads); }

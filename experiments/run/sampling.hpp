@@ -25,15 +25,18 @@ namespace diffode {
 
 struct SamplingSetup {
   std::unique_ptr<Process> process;
+  // The exact mixture: the model itself, or the mixture a network was trained on ([model.ground_truth]);
+  // null for a network without one (then nothing that needs the exact law runs).
   std::shared_ptr<const GaussianMixture> mixture;
   std::optional<GuidanceSetup> guidance;  // [guidance]: guided sampling of one class
+  std::shared_ptr<const NetworkModel> network;  // [model] kind = "network" | "torchscript"
   GridSpec grid_spec;
   TimeGrid grid;
   ConfiguredSampler sampler;
   RunSettings run;
   Batch initial_from_file;  // x_T when [run] initial_file is given (checked at read time)
 
-  Index dims() const { return mixture->dims(); }
+  Index dims() const { return network ? network->dims() : mixture->dims(); }
   Index samples() const { return run.initial_file.empty() ? run.samples : initial_from_file.rows(); }
   // A block's own model: predictors count evaluations and keep scratch, so threads never share one.
   std::unique_ptr<Predictor<Batch>> make_predictor() const;

@@ -296,6 +296,8 @@ TuneSetup read_tune_setup(const Config& config) {
   if (s.sampler.stochastic && t.tune.objective != "energy")
     tune_table.fail("objective", fmt::format("'{}' draws noise: its distance to the PF-ODE solution is no error; use objective = \"energy\"",
                                              s.sampler.name));
+  if (t.tune.objective == "energy" && !s.mixture)
+    tune_table.fail("objective", "\"energy\" compares with exact draws, which a network has only with [model.ground_truth]");
   r.finish();
   if (!steps_given && !t.tune.nfe) tune_table.fail("nfe", "missing: give the budget here, or [grid] steps");
   if (!steps_given) {
@@ -375,7 +377,8 @@ TuneResult tune_grid(TuneSetup& t, int threads, std::ostream* log) {
   result.start = s.grid;
   const bool energy = t.tune.objective == "energy";
   NoiseSet train = make_set(t, t.tune.train_seed, t.tune.train_samples, t.tune.law_seed, energy, threads);
-  NoiseSet heldout = make_set(t, t.tune.heldout_seed, t.tune.heldout_samples, t.tune.law_seed + 1, true, threads);
+  // The held-out energy distance is reported whenever there is an exact law to compare with.
+  NoiseSet heldout = make_set(t, t.tune.heldout_seed, t.tune.heldout_samples, t.tune.law_seed + 1, t.sampling.mixture != nullptr, threads);
   const LogSigmaGrid parametrisation(*s.process, s.grid, s.grid_spec.final_step != FinalStep::to_t_min, t.tune.sigma_min_lower,
                                      t.tune.sigma_min_upper);
   result.dims = parametrisation.dims();

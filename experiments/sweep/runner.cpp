@@ -52,6 +52,9 @@ void read_metrics(ConfigTable t, const ConfigTable& run_table, SweepRun& s) {
   s.strong = t.boolean("strong");
   const auto strong_steps = static_cast<int>(t.integer("strong_steps"));
   s.law = t.boolean("law");
+  if (s.law && !s.sampling.mixture)
+    t.fail("law", "the sample-law metrics (on by default) compare with the exact law, which a network has only with [model.ground_truth]: "
+                  "give it, or set law = false");
   s.law_seed = static_cast<std::uint64_t>(t.integer("law_seed"));
   if (s.law_seed == s.sampling.run.seed) t.fail("law_seed", "must differ from run.seed: the exact draws must be independent of the run's noise");
   if (s.law && s.sampling.samples() < 2) {
@@ -88,6 +91,7 @@ SweepRun read_run(const RunSpec& spec, const std::string& file) {
   s.task = root.table("run").bind(run_schema()).string("task");
   if (s.task == "likelihood") {
     s.sampling.process = read_process(root.table("process"));
+    // Likelihoods are of the exact mixture (a network's are not available through a sweep).
     s.sampling.mixture = std::make_shared<const GaussianMixture>(read_mixture(root.table("model")));
     ConfigTable run_table = root.table("run");
     s.sampling.run = read_run_settings(run_table);
@@ -216,7 +220,8 @@ const TableSchema& metrics_schema() {
 double validate_run(const RunSpec& run, const std::string& file) {
   const SweepRun s = read_run(run, file);
   // Attributes and metrics, the mixture, and with save_samples the samples and x_T.
-  const double mixture = 8.0 * static_cast<double>(s.sampling.mixture->weights().size()) * (1.0 + 2.0 * static_cast<double>(s.sampling.dims()));
+  const double mixture =
+      s.sampling.mixture ? 8.0 * static_cast<double>(s.sampling.mixture->weights().size()) * (1.0 + 2.0 * static_cast<double>(s.sampling.dims())) : 0.0;
   const double samples = s.sampling.run.save_samples ? 16.0 * static_cast<double>(s.sampling.samples()) * static_cast<double>(s.sampling.dims()) : 0.0;
   return 16384.0 + mixture + samples;
 }
@@ -237,10 +242,13 @@ RunOutcome RunExecutor::execute(const RunSpec& spec, const std::string& file, in
     const SweepRun s = read_run(spec, file);
     out.task = s.task;
     out.seed = static_cast<std::int64_t>(s.sampling.run.seed);
-    const GaussianMixture& mixture = *s.sampling.mixture;
-    out.mixture_weights = Batch(mixture.weights().matrix());
-    out.mixture_means = mixture.means();
-    out.mixture_variances = mixture.variances();
+    if (s.sampling.network) out.model = s.sampling.network->description();
+    if (s.sampling.mixture) {
+      const GaussianMixture& mixture = *s.sampling.mixture;
+      out.mixture_weights = Batch(mixture.weights().matrix());
+      out.mixture_means = mixture.means();
+      out.mixture_variances = mixture.variances();
+    }
     if (s.task == "likelihood") {
       likelihood_run(s, threads, out, start);
       return out;

@@ -33,6 +33,7 @@ struct RunOutcome {
   // For the results file's /mixtures: the exact mixture and the law the samples should follow.
   Batch mixture_weights, mixture_means, mixture_variances;
   double alpha_end = 1.0, sigma_end = 0.0;
+  std::string model;  // a network model's description (file, SHA-256, ...); empty for a mixture
 
   RunOutcome() { metrics.fill(std::numeric_limits<double>::quiet_NaN()); }
   double& metric(std::string_view name);

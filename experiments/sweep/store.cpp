@@ -2,6 +2,7 @@
 
 #include "experiments/run/hdf5_file.hpp"
 #include "experiments/run/metrics.hpp"
+#include "experiments/run/provenance.hpp"
 
 #include <fmt/format.h>
 
@@ -44,6 +45,7 @@ void write_run(Hdf5File& file, const std::string& group, const RunSpec& run, con
   file.write_attribute(group, "seed", static_cast<double>(outcome.seed));
   file.write_attribute(group, "stochastic", outcome.stochastic ? 1.0 : 0.0);
   file.write_attribute(group, "noise", outcome.stochastic ? outcome.noise : std::string("none"));
+  if (!outcome.model.empty()) write_model_provenance(file, group, outcome.model);
   for (std::size_t i = 0; i < kRunMetrics.size(); ++i) file.write_attribute(group, kRunMetrics[i], outcome.metrics[i]);
   if (outcome.samples.size() > 0) {
     file.write_matrix(group + "/samples", outcome.samples);

@@ -1,15 +1,493 @@
-// Placeholder replaced by the implementation (kept only until it lands).
+// Networks as models (models/network.hpp): a diffode checkpoint or a user's TorchScript module behind
+// the Predictor<Batch> interface every sampler uses.
+//
+// The samplers' state is an Eigen batch in host memory, so each evaluation copies its rows to the
+// network's device and dtype and the prediction back (zero-copy on the CPU in float64: the module
+// reads the batch's own memory), in chunks of NetworkRuntime::batch_size rows. On CUDA that is one
+// host->device and one device->host copy of the batch per evaluation; a solve that keeps its state
+// on the device uses the torch state (core/state_torch.hpp) instead, not these predictors.
+//
+// Rows are independent: a row's prediction depends on its own x, alpha and sigma only, never on
+// which chunk it falls in, so a run's samples do not depend on batch_size (tested bitwise on the CPU
+// in float64). LibTorch's intra-op thread count is process-wide: a model sets it at load to
+// runtime.threads (0 leaves the caller's setting), and every network call of the process then uses
+// it; the samplers' own threads run separate blocks with separate predictors.
 #include "models/torch/network_model_torch.hpp"
 
+#include "models/torch/score_mlp_torch.hpp"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <torch/cuda.h>
+#include <torch/script.h>
+#include <torch/torch.h>
+
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <optional>
 #include <stdexcept>
 
 namespace diffode {
+namespace {
 
-std::shared_ptr<const NetworkModel> load_checkpoint_model(const std::string&, const NetworkRuntime&) {
-  throw std::runtime_error("network checkpoints are not implemented yet");
+// SHA-256 (FIPS 180-4) of a file, as lowercase hex: results files name the exact weights they used.
+class Sha256 {
+ public:
+  void update(const unsigned char* data, std::size_t n) {
+    for (std::size_t i = 0; i < n; ++i) {
+      block_[fill_++] = data[i];
+      if (fill_ == 64) {
+        compress();
+        fill_ = 0;
+      }
+    }
+    bits_ += 8 * static_cast<std::uint64_t>(n);
+  }
+
+  std::string hex() {
+    const std::uint64_t bits = bits_;
+    const unsigned char one = 0x80, zero = 0;
+    update(&one, 1);
+    while (fill_ != 56) update(&zero, 1);
+    std::array<unsigned char, 8> length{};
+    for (int i = 0; i < 8; ++i) length[i] = static_cast<unsigned char>(bits >> (56 - 8 * i));
+    update(length.data(), length.size());
+    std::string out;
+    for (std::uint32_t word : h_) out += fmt::format("{:08x}", word);
+    return out;
+  }
+
+ private:
+  static std::uint32_t rotr(std::uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
+
+  void compress() {
+    static constexpr std::array<std::uint32_t, 64> k{
+        0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be,
+        0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa,
+        0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85,
+        0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3,
+        0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f,
+        0x682e6ff3, 0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
+    std::array<std::uint32_t, 64> w{};
+    for (int i = 0; i < 16; ++i)
+      w[i] = (std::uint32_t{block_[4 * i]} << 24) | (std::uint32_t{block_[4 * i + 1]} << 16) | (std::uint32_t{block_[4 * i + 2]} << 8) |
+             std::uint32_t{block_[4 * i + 3]};
+    for (int i = 16; i < 64; ++i) {
+      const std::uint32_t s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >> 3);
+      const std::uint32_t s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10);
+      w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+    }
+    auto [a, b, c, d, e, f, g, h] = h_;
+    for (int i = 0; i < 64; ++i) {
+      const std::uint32_t t1 = h + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) + k[i] + w[i];
+      const std::uint32_t t2 = (rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
+      h = g, g = f, f = e, e = d + t1, d = c, c = b, b = a, a = t1 + t2;
+    }
+    const std::array<std::uint32_t, 8> add{a, b, c, d, e, f, g, h};
+    for (int i = 0; i < 8; ++i) h_[i] += add[i];
+  }
+
+  std::array<std::uint32_t, 8> h_{0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+  std::array<unsigned char, 64> block_{};
+  std::size_t fill_ = 0;
+  std::uint64_t bits_ = 0;
+};
+
+std::string file_sha256(const std::string& file) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) throw std::runtime_error(fmt::format("{}: cannot open", file));
+  Sha256 hash;
+  std::array<char, 1 << 16> buffer{};
+  while (in.read(buffer.data(), buffer.size()) || in.gcount() > 0)
+    hash.update(reinterpret_cast<const unsigned char*>(buffer.data()), static_cast<std::size_t>(in.gcount()));
+  return hash.hex();
 }
-std::shared_ptr<const NetworkModel> load_torchscript_model(const TorchScriptSpec&, const NetworkRuntime&) {
-  throw std::runtime_error("TorchScript models are not implemented yet");
+
+void require_file(const std::string& file) {
+  std::error_code error;
+  if (!std::filesystem::is_regular_file(file, error)) throw std::runtime_error(fmt::format("{}: no such file", file));
+}
+
+torch::Device parse_device(const std::string& name) {
+  std::optional<torch::Device> device;
+  try {
+    device.emplace(name);
+  } catch (const std::exception&) {
+    throw std::runtime_error(fmt::format("device '{}': expected \"cpu\", \"cuda\" or \"cuda:N\"", name));
+  }
+  if (device->is_cuda()) {
+    if (!torch::cuda::is_available())
+      throw std::runtime_error(fmt::format("device '{}': LibTorch sees no CUDA device (a CPU-only LibTorch, or no GPU here)", name));
+    if (device->has_index() && device->index() >= static_cast<int>(torch::cuda::device_count()))
+      throw std::runtime_error(fmt::format("device '{}': only {} CUDA devices", name, torch::cuda::device_count()));
+  } else if (!device->is_cpu()) {
+    throw std::runtime_error(fmt::format("device '{}': expected \"cpu\", \"cuda\" or \"cuda:N\"", name));
+  }
+  return *device;
+}
+
+torch::Dtype parse_dtype(const std::string& name) {
+  if (name == "float64") return torch::kFloat64;
+  if (name == "float32") return torch::kFloat32;
+  throw std::runtime_error(fmt::format("dtype '{}': expected \"float32\" or \"float64\"", name));
+}
+
+void apply_runtime(const NetworkRuntime& runtime) {
+  if (runtime.batch_size < 0) throw std::runtime_error(fmt::format("batch_size {}: must be 0 (whole blocks) or positive", runtime.batch_size));
+  if (runtime.threads < 0) throw std::runtime_error(fmt::format("threads {}: must be 0 (leave LibTorch's setting) or positive", runtime.threads));
+  if (runtime.threads > 0) at::set_num_threads(runtime.threads);
+}
+
+// Rows [begin, begin + rows) of a host batch as a tensor on `device` in `dtype`: the batch's own
+// memory when it already is a CPU float64 tensor (the module only reads it).
+torch::Tensor rows_to_tensor(const double* data, Index rows, Index cols, torch::Device device, torch::Dtype dtype) {
+  const torch::Tensor host = torch::from_blob(const_cast<double*>(data), {rows, cols}, torch::kFloat64);
+  return host.to(device, dtype);
+}
+
+torch::Tensor values_to_tensor(const double* data, Index n, torch::Device device, torch::Dtype dtype) {
+  const torch::Tensor host = torch::from_blob(const_cast<double*>(data), {n}, torch::kFloat64);
+  return host.to(device, dtype);
+}
+
+// Copies an [rows, cols] prediction back into the host batch's rows.
+void tensor_to_rows(const torch::Tensor& prediction, double* out, Index rows, Index cols) {
+  const torch::Tensor host = prediction.to(torch::kCPU, torch::kFloat64).contiguous();
+  std::memcpy(out, host.data_ptr<double>(), sizeof(double) * static_cast<std::size_t>(rows * cols));
+}
+
+Index chunk_rows(const NetworkRuntime& runtime, Index rows) { return runtime.batch_size > 0 ? std::min(runtime.batch_size, rows) : rows; }
+
+// ---------------------------------------------------------------------------------------------
+// Checkpoints of models/torch/score_mlp_torch.hpp: the network is conditioned on sigma~ and reads
+// x through c_in (models/network.hpp), so it serves any process and takes (alpha, sigma) as given.
+
+class CheckpointModel;
+
+class CheckpointPredictor final : public Predictor<Batch> {
+ public:
+  CheckpointPredictor(std::shared_ptr<const CheckpointModel> model, int label) : model_(std::move(model)), label_(label) {}
+  Parameterization native() const override;
+
+ protected:
+  void evaluate(const Batch& x, const PerSample& alpha, const PerSample& sigma, Batch& out) const override;
+
+ private:
+  std::shared_ptr<const CheckpointModel> model_;
+  int label_;
+};
+
+class CheckpointModel final : public NetworkModel, public std::enable_shared_from_this<CheckpointModel> {
+ public:
+  CheckpointModel(const std::string& file, const NetworkRuntime& runtime)
+      : file_(file), runtime_(runtime), device_(parse_device(runtime.device)), dtype_(parse_dtype(runtime.dtype)) {
+    require_file(file);
+    apply_runtime(runtime);
+    network_ = load_network(file, spec_);
+    network_->to(device_, dtype_);
+    network_->eval();
+    native_ = native_parameterization(spec_.output);
+    // A flow velocity becomes x0 or eps only with alpha' and sigma', which a predictor is not handed.
+    if (native_ == Parameterization::flow)
+      throw std::runtime_error(fmt::format("{}: a network that outputs a flow velocity cannot be sampled through this interface (it is handed "
+                                           "alpha and sigma, not their time derivatives); train it with another output",
+                                           file));
+    sha256_ = file_sha256(file);
+  }
+
+  Index dims() const override { return spec_.architecture.dims; }
+  Index classes() const override { return spec_.architecture.classes; }
+  std::string description() const override {
+    const MlpArchitecture& a = spec_.architecture;
+    return fmt::format("network {} (sha256 {}): residual MLP, dims {}, width {}, blocks {}, {} embedding {}, classes {}, output {}, sigma_data {}; "
+                       "{} {}, batch_size {}",
+                       file_, sha256_, a.dims, a.width, a.blocks, a.embedding, a.embedding_dims, a.classes, to_string(spec_.output),
+                       spec_.sigma_data, runtime_.device, runtime_.dtype, runtime_.batch_size);
+  }
+  std::unique_ptr<Predictor<Batch>> make_predictor(int label) const override {
+    if (label >= 0 && label >= classes())
+      throw std::invalid_argument(fmt::format("{}: class {} of a network with {} classes", file_, label, classes()));
+    return std::make_unique<CheckpointPredictor>(shared_from_this(), label);
+  }
+
+  Parameterization native() const { return native_; }
+
+  void evaluate(const Batch& x, const PerSample& alpha, const PerSample& sigma, int label, Batch& out) const {
+    const Index n = x.rows(), d = x.cols();
+    if (d != dims()) throw std::invalid_argument(fmt::format("{}: a batch of {} dimensions for a network of {}", file_, d, dims()));
+    out.resize(n, d);
+    const torch::NoGradGuard no_grad;
+    const Index chunk = chunk_rows(runtime_, n);
+    for (Index begin = 0; begin < n; begin += chunk) {
+      const Index rows = std::min(chunk, n - begin);
+      const torch::Tensor xs = rows_to_tensor(x.data() + begin * d, rows, d, device_, dtype_);
+      const torch::Tensor a = values_to_tensor(alpha.data() + begin, rows, device_, dtype_);
+      const torch::Tensor s = values_to_tensor(sigma.data() + begin, rows, device_, dtype_);
+      torch::Tensor labels;
+      if (classes() > 0)
+        labels = torch::full({rows}, label < 0 ? classes() : label, torch::TensorOptions().dtype(torch::kInt64).device(device_));
+      const torch::Tensor prediction = conditioned_prediction(network_, spec_, xs, a, s, labels);
+      tensor_to_rows(prediction, out.data() + begin * d, rows, d);
+    }
+  }
+
+ private:
+  std::string file_;
+  NetworkRuntime runtime_;
+  torch::Device device_;
+  torch::Dtype dtype_;
+  NetworkSpec spec_;
+  // Inference only reads the weights, so the predictors of several threads share them.
+  mutable ScoreMlp network_{nullptr};
+  Parameterization native_ = Parameterization::x0;
+  std::string sha256_;
+};
+
+Parameterization CheckpointPredictor::native() const { return model_->native(); }
+void CheckpointPredictor::evaluate(const Batch& x, const PerSample& alpha, const PerSample& sigma, Batch& out) const {
+  model_->evaluate(x, alpha, sigma, label_, out);
+}
+
+// ---------------------------------------------------------------------------------------------
+// TorchScript modules. The module was trained under one process (TorchScriptSpec's functions) and
+// takes that process's x and t (or x~ = x / alpha and a noise level); a predictor is handed
+// (alpha_n, sigma_n) of whatever process the sampler runs, so each row is mapped to the training
+// process at the same sigma~ = sigma_n / alpha_n: t = t(sigma~), the module's levels (a_m, s_m) =
+// (alpha(t), sigma(t)), or (1, sigma~) for scale-free input, and its input x_m = (a_m / alpha_n) x.
+// The module's output is then read back at (alpha_n, sigma_n): eps and x0 are the same at every
+// scale; v scales with alpha_n / a_m and the score with a_m / alpha_n; a flow velocity is turned
+// into x0 at the module's levels with the training process's rates (the native prediction is then
+// x0). When the sampler runs the training process itself the factors are 1.
+
+struct TimeInput {
+  enum Kind { t, t1000, sigma, log_sigma_quarter } kind;
+};
+
+TimeInput::Kind time_input_kind(const std::string& name) {
+  if (name == "t") return TimeInput::t;
+  if (name == "t1000") return TimeInput::t1000;
+  if (name == "sigma") return TimeInput::sigma;
+  if (name == "log_sigma_quarter") return TimeInput::log_sigma_quarter;
+  throw std::runtime_error(fmt::format("time_input '{}': expected \"t\", \"t1000\", \"sigma\" or \"log_sigma_quarter\"", name));
+}
+
+std::string signature_text(const TorchScriptSpec& spec, const std::string& dtype) {
+  const std::string level = spec.signature == "x_sigma" ? "sigma" : "t";
+  const std::string input = spec.scale_free_input ? "x / alpha" : "x";
+  std::string text = fmt::format("forward({} [N, {}] {}, {} [N] {} ({})", input, spec.dims, dtype, level, dtype, spec.time_input);
+  if (spec.signature == "x_t_class") text += ", class [N] int64";
+  return text + fmt::format(") -> {} [N, {}] {}", to_string(spec.prediction), spec.dims, dtype);
+}
+
+class TorchScriptModel;
+
+class TorchScriptPredictor final : public Predictor<Batch> {
+ public:
+  TorchScriptPredictor(std::shared_ptr<const TorchScriptModel> model, int label) : model_(std::move(model)), label_(label) {}
+  Parameterization native() const override;
+
+ protected:
+  void evaluate(const Batch& x, const PerSample& alpha, const PerSample& sigma, Batch& out) const override;
+
+ private:
+  std::shared_ptr<const TorchScriptModel> model_;
+  int label_;
+};
+
+class TorchScriptModel final : public NetworkModel, public std::enable_shared_from_this<TorchScriptModel> {
+ public:
+  TorchScriptModel(const TorchScriptSpec& spec, const NetworkRuntime& runtime)
+      : spec_(spec), runtime_(runtime), device_(parse_device(runtime.device)), dtype_(parse_dtype(runtime.dtype)),
+        time_input_(time_input_kind(spec.time_input)) {
+    const std::string& file = spec.file;
+    if (spec.dims < 1) throw std::runtime_error(fmt::format("{}: dims {}: must be positive", file, spec.dims));
+    if (spec.signature != "x_t" && spec.signature != "x_sigma" && spec.signature != "x_t_class")
+      throw std::runtime_error(fmt::format("{}: signature '{}': expected \"x_t\", \"x_sigma\" or \"x_t_class\"", file, spec.signature));
+    if (spec.signature == "x_t_class" && spec.classes < 1)
+      throw std::runtime_error(fmt::format("{}: signature x_t_class needs the number of classes (its null class is that number)", file));
+    if (spec.signature != "x_t_class" && spec.classes != 0)
+      throw std::runtime_error(fmt::format("{}: classes are given only with signature x_t_class", file));
+    if (!spec.t_of_scaled_sigma || !spec.alpha || !spec.sigma)
+      throw std::runtime_error(fmt::format("{}: the process the module was trained under is missing", file));
+    if (spec.prediction == Parameterization::flow && (!spec.d_alpha || !spec.d_sigma))
+      throw std::runtime_error(fmt::format("{}: a flow-velocity module needs its process's d_alpha and d_sigma", file));
+    require_file(file);
+    apply_runtime(runtime);
+    try {
+      module_ = torch::jit::load(file, device_);
+    } catch (const std::exception& e) {
+      throw std::runtime_error(fmt::format("{}: not a TorchScript module torch::jit::load can read: {}", file, first_line(e.what())));
+    }
+    module_.to(dtype_);
+    module_.eval();
+    sha256_ = file_sha256(file);
+    dry_run();
+  }
+
+  Index dims() const override { return spec_.dims; }
+  Index classes() const override { return spec_.classes; }
+  std::string description() const override {
+    return fmt::format("torchscript {} (sha256 {}): dims {}, prediction {}, signature {}, time_input {}, scale_free_input {}, classes {}; "
+                       "{} {}, batch_size {}",
+                       spec_.file, sha256_, spec_.dims, to_string(spec_.prediction), spec_.signature, spec_.time_input,
+                       spec_.scale_free_input, spec_.classes, runtime_.device, runtime_.dtype, runtime_.batch_size);
+  }
+  std::unique_ptr<Predictor<Batch>> make_predictor(int label) const override {
+    if (label >= 0 && label >= classes())
+      throw std::invalid_argument(fmt::format("{}: class {} of a module with {} classes", spec_.file, label, classes()));
+    return std::make_unique<TorchScriptPredictor>(shared_from_this(), label);
+  }
+
+  Parameterization native() const { return spec_.prediction == Parameterization::flow ? Parameterization::x0 : spec_.prediction; }
+
+  void evaluate(const Batch& x, const PerSample& alpha, const PerSample& sigma, int label, Batch& out) const {
+    const Index n = x.rows(), d = x.cols();
+    if (d != dims()) throw std::invalid_argument(fmt::format("{}: a batch of {} dimensions for a module of {}", spec_.file, d, dims()));
+    out.resize(n, d);
+    const torch::NoGradGuard no_grad;
+    const Index chunk = chunk_rows(runtime_, n);
+    Rows r;
+    for (Index begin = 0; begin < n; begin += chunk) {
+      const Index rows = std::min(chunk, n - begin);
+      levels(alpha.data() + begin, sigma.data() + begin, rows, r);
+      const double* xs = x.data() + begin * d;
+      double* o = out.data() + begin * d;
+      // The module's input: the batch's rows themselves when every row's factor is 1.
+      const bool rescale = (r.input_scale != 1.0).any();
+      Batch scaled;
+      if (rescale) {
+        scaled = Eigen::Map<const Batch>(xs, rows, d).colwise() * r.input_scale;
+        xs = scaled.data();
+      }
+      const torch::Tensor prediction = call(rows_to_tensor(xs, rows, d, device_, dtype_), r.time, rows, label);
+      check_output(prediction, rows);
+      tensor_to_rows(prediction, o, rows, d);
+      read_back(r, xs, rows, d, o);
+    }
+  }
+
+ private:
+  // Per row of a chunk: the module's time input, its levels, the factor on its input x and the
+  // per-row affine map (x_m, F) -> native prediction.
+  struct Rows {
+    Eigen::ArrayXd time, input_scale, on_x, on_output;
+  };
+
+  static std::string first_line(const std::string& text) { return text.substr(0, text.find('\n')); }
+
+  void levels(const double* alpha, const double* sigma, Index rows, Rows& r) const {
+    r.time.resize(rows), r.input_scale.resize(rows), r.on_x.resize(rows), r.on_output.resize(rows);
+    for (Index i = 0; i < rows; ++i) {
+      const double scaled_sigma = sigma[i] / alpha[i];
+      const double t = spec_.t_of_scaled_sigma(scaled_sigma);
+      double a_m = 1.0, s_m = scaled_sigma;
+      if (!spec_.scale_free_input) a_m = spec_.alpha(t), s_m = spec_.sigma(t);
+      switch (time_input_) {
+        case TimeInput::t: r.time[i] = t; break;
+        case TimeInput::t1000: r.time[i] = 1000.0 * t; break;
+        case TimeInput::sigma: r.time[i] = scaled_sigma; break;
+        case TimeInput::log_sigma_quarter: r.time[i] = 0.25 * std::log(scaled_sigma); break;
+      }
+      r.input_scale[i] = a_m / alpha[i];
+      r.on_x[i] = 0.0;
+      r.on_output[i] = 1.0;
+      switch (spec_.prediction) {
+        case Parameterization::eps:
+        case Parameterization::x0: break;
+        case Parameterization::v: r.on_output[i] = alpha[i] / a_m; break;
+        case Parameterization::score: r.on_output[i] = a_m / alpha[i]; break;
+        case Parameterization::flow: {
+          double da = spec_.d_alpha(t), ds = spec_.d_sigma(t);
+          if (spec_.scale_free_input) {  // x~ = x0 + sigma~ eps: d/dt of (1, sigma / alpha)
+            const double a = spec_.alpha(t), s = spec_.sigma(t);
+            ds = (ds * a - s * da) / (a * a);
+            da = 0.0;
+          }
+          const auto map = conversion(Parameterization::flow, Parameterization::x0, a_m, s_m, &da, &ds);
+          r.on_x[i] = map.on_x;
+          r.on_output[i] = map.on_prediction;
+          break;
+        }
+      }
+    }
+  }
+
+  // out = on_x x_m + on_output F, row by row (nothing to do for eps and x0).
+  void read_back(const Rows& r, const double* x_m, Index rows, Index d, double* out) const {
+    if (spec_.prediction == Parameterization::eps || spec_.prediction == Parameterization::x0) return;
+    for (Index i = 0; i < rows; ++i)
+      for (Index j = 0; j < d; ++j) out[i * d + j] = r.on_x[i] * x_m[i * d + j] + r.on_output[i] * out[i * d + j];
+  }
+
+  torch::Tensor call(const torch::Tensor& x, const Eigen::ArrayXd& time, Index rows, int label) const {
+    std::vector<torch::jit::IValue> inputs{x, values_to_tensor(time.data(), rows, device_, dtype_)};
+    if (spec_.signature == "x_t_class")
+      inputs.emplace_back(torch::full({rows}, label < 0 ? spec_.classes : label, torch::TensorOptions().dtype(torch::kInt64).device(device_)));
+    const torch::jit::IValue result = module_.forward(inputs);
+    if (!result.isTensor()) throw std::runtime_error(fmt::format("{}: the module returned a {}, not a tensor", spec_.file, result.tagKind()));
+    return result.toTensor();
+  }
+
+  void check_output(const torch::Tensor& prediction, Index rows) const {
+    if (prediction.dim() != 2 || prediction.size(0) != rows || prediction.size(1) != spec_.dims)
+      throw std::runtime_error(fmt::format("{}: the module returned shape {} for {} rows (expected [{}, {}]); expected signature {}", spec_.file,
+                                           fmt::format("{}", fmt::join(prediction.sizes(), ", ")), rows, rows, spec_.dims,
+                                           signature_text(spec_, runtime_.dtype)));
+    if (prediction.scalar_type() != dtype_)
+      throw std::runtime_error(fmt::format("{}: the module returned {} (expected {}); expected signature {}", spec_.file,
+                                           c10::toString(prediction.scalar_type()), runtime_.dtype, signature_text(spec_, runtime_.dtype)));
+  }
+
+  // Two rows at two noise levels through the whole path: a module that does not take the stated
+  // arguments, or returns another shape or dtype, is refused at load rather than mid-run.
+  void dry_run() const {
+    Batch x(2, spec_.dims);
+    for (Index j = 0; j < spec_.dims; ++j) x(0, j) = 0.5 + 0.1 * static_cast<double>(j), x(1, j) = -0.25 * static_cast<double>(j % 3);
+    const double s0 = 1.0, s1 = 0.5;
+    PerSample alpha(2), sigma(2);
+    for (const auto [i, s] : {std::pair{0, s0}, std::pair{1, s1}}) {
+      const double t = spec_.t_of_scaled_sigma(s);
+      alpha[i] = spec_.alpha(t);
+      sigma[i] = spec_.sigma(t);
+    }
+    Batch out;
+    try {
+      evaluate(x, alpha, sigma, -1, out);
+    } catch (const std::exception& e) {
+      const std::string what = first_line(e.what());
+      if (what.starts_with(spec_.file)) throw std::runtime_error(what);
+      throw std::runtime_error(fmt::format("{}: the dry run on two inputs failed: {}; expected signature {}", spec_.file, what,
+                                           signature_text(spec_, runtime_.dtype)));
+    }
+  }
+
+  TorchScriptSpec spec_;
+  NetworkRuntime runtime_;
+  torch::Device device_;
+  torch::Dtype dtype_;
+  TimeInput::Kind time_input_;
+  // Inference only reads the module, so the predictors of several threads share it.
+  mutable torch::jit::Module module_;
+  std::string sha256_;
+};
+
+Parameterization TorchScriptPredictor::native() const { return model_->native(); }
+void TorchScriptPredictor::evaluate(const Batch& x, const PerSample& alpha, const PerSample& sigma, Batch& out) const {
+  model_->evaluate(x, alpha, sigma, label_, out);
+}
+
+}  // namespace
+
+std::shared_ptr<const NetworkModel> load_checkpoint_model(const std::string& file, const NetworkRuntime& runtime) {
+  return std::make_shared<const CheckpointModel>(file, runtime);
+}
+
+std::shared_ptr<const NetworkModel> load_torchscript_model(const TorchScriptSpec& spec, const NetworkRuntime& runtime) {
+  return std::make_shared<const TorchScriptModel>(spec, runtime);
 }
 
 }  // namespace diffode
