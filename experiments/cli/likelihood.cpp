@@ -137,7 +137,9 @@ void print_result(const LikelihoodRun& run, const LikelihoodResult& r) {
       run.data.description, run.process->name(), dims,
       setup.adaptive() ? fmt::format("{} rtol {:g} atol {:g}", setup.solver, setup.options.adaptive.rtol, setup.options.adaptive.atol)
                                : fmt::format("{} with {} steps", setup.solver, setup.steps),
-      setup.options.time == LikelihoodTime::process ? "in t" : "in log sigma",
+      setup.options.time == LikelihoodTime::process     ? std::string("in t")
+      : setup.options.time == LikelihoodTime::log_sigma ? std::string("in log sigma")
+                                                        : fmt::format("in sigma^(1/{:g})", setup.options.rho),
       setup.options.divergence == DivergenceMethod::exact       ? "exact"
       : setup.options.divergence == DivergenceMethod::hutchpp ? "Hutch++"
                                                               : "Hutchinson", setup.prior == LikelihoodPrior::exact ? "exact p_T" : "Gaussian",

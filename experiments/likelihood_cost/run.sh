@@ -33,6 +33,15 @@ atol = $tol"; done
   for tol in 1e-3 1e-2 3e-2; do run "$preset verner65 $tol" $preset "solver = \"verner65\"
 rtol = $tol
 atol = $tol"; done
+  run "$preset dopri5 1e-2" $preset "rtol = 1e-2
+atol = 1e-2"
+  # Dopri5 in EDM's warped noise level u = sigma~^(1/rho) (time = "sigma_rho").
+  for rho in 7 3; do
+    for tol in 3e-4 1e-3 5e-3; do run "$preset dopri5 sigma_rho$rho $tol" $preset "time = \"sigma_rho\"
+rho = $rho
+rtol = $tol
+atol = $tol"; done
+  done
 done
 # Trace estimators at 8 JVPs per point per evaluation, Dopri5 at 1e-6 (solver error ~1e-5 nats).
 for seed in 0 1; do

@@ -35,9 +35,10 @@ const TableSchema& likelihood_schema() {
            .fallback_str("per_point")
            .one_of({"per_point", "batch"}),
        integer_key("steps", "uniform steps in the time variable (fixed-step solvers, required there)").optional("required for fixed-step solvers").at_least(1).at_most(1000000),
-       string_key("time", "the ODE's variable: t from t_min to T, or u = log sigma~ (better for fixed grids)")
+       string_key("time", "the ODE's variable: t from t_min to T, u = log sigma~ (better for fixed grids), or u = sigma~^(1/rho) (EDM's warped noise level)")
            .fallback_str("process")
-           .one_of({"process", "log_sigma"}),
+           .one_of({"process", "log_sigma", "sigma_rho"}),
+       number_key("rho", "time = \"sigma_rho\": the exponent rho of u = sigma~^(1/rho)").optional("7 with time = \"sigma_rho\"").above(0).at_most(1000),
        string_key("divergence", "the divergence of the drift: exact, Hutchinson's estimator, or Hutch++ (a shifted sketch, exact on it, Hutchinson on the rest)")
            .fallback_str("exact")
            .one_of({"exact", "hutchinson", "hutchpp"}),
@@ -115,10 +116,10 @@ void read_divergence(ConfigTable& t, LikelihoodSetup& s, Index dims) {
 }  // namespace
 
 void check_likelihood_process(ConfigTable t, const LikelihoodSetup& setup, const Process& process) {
-  if (setup.options.time != LikelihoodTime::log_sigma) return;
+  if (setup.options.time == LikelihoodTime::process) return;
   const double lo = process.lambda(process.t_min()), hi = process.lambda(process.t_max());
   if (!std::isfinite(lo) || !std::isfinite(hi))
-    t.fail("time", fmt::format("log sigma~ is infinite at an end of {}'s range [{}, {}] (lambda = {}, {}): use time = \"process\", or a "
+    t.fail("time", fmt::format("log sigma~ (the variable's source) is infinite at an end of {}'s range [{}, {}] (lambda = {}, {}): use time = \"process\", or a "
                                "process whose t_max keeps alpha > 0",
                                process.name(), process.t_min(), process.t_max(), lo, hi));
 }
@@ -131,7 +132,12 @@ LikelihoodSetup read_likelihood_setup(ConfigTable t, Index dims) {
     read_adaptive(t, s);
   else
     read_fixed(t, s);
-  s.options.time = t.string("time") == "process" ? LikelihoodTime::process : LikelihoodTime::log_sigma;
+  const std::string time = t.string("time");
+  s.options.time = time == "process" ? LikelihoodTime::process : time == "log_sigma" ? LikelihoodTime::log_sigma : LikelihoodTime::sigma_rho;
+  if (t.has("rho")) {
+    if (s.options.time != LikelihoodTime::sigma_rho) t.fail("rho", "only with time = \"sigma_rho\"");
+    s.options.rho = t.number("rho");
+  }
   read_divergence(t, s, dims);
   s.prior = t.string("prior") == "exact" ? LikelihoodPrior::exact : LikelihoodPrior::gaussian;
   s.block_rows = static_cast<Index>(t.integer("block_rows"));
@@ -143,9 +149,9 @@ namespace {
 
 // The fixed-step solvers' grid: n uniform steps in the solve's own variable, with its ends computed
 // by the same expressions as AugmentedProbabilityFlow::start()/end() so that they match bit for bit.
-std::vector<double> uniform_grid(const Process& process, LikelihoodTime time, int steps) {
-  const auto variable = [&](double t) { return time == LikelihoodTime::process ? t : -process.lambda(t); };
-  const double start = variable(process.t_min()), end = variable(process.t_max());
+std::vector<double> uniform_grid(const Process& process, LikelihoodTime time, double rho, int steps) {
+  const double start = likelihood_variable(process, time, rho, process.t_min());
+  const double end = likelihood_variable(process, time, rho, process.t_max());
   std::vector<double> grid(static_cast<std::size_t>(steps) + 1);
   for (int i = 0; i <= steps; ++i) grid[i] = start + (end - start) * (static_cast<double>(i) / steps);
   grid.front() = start;
@@ -162,7 +168,7 @@ LikelihoodResult solve_block(const LikelihoodSetup& setup, const Process& proces
   if (setup.adaptive()) {
     r = log_likelihood(process, source, x, options);
   } else {
-    const std::vector<double> grid = uniform_grid(process, options.time, setup.steps);
+    const std::vector<double> grid = uniform_grid(process, options.time, options.rho, setup.steps);
     auto solve = [&](auto stepper) { return log_likelihood_on_grid(stepper, process, source, x, grid, options); };
     if (setup.solver == "euler") r = solve(Euler<Batch>{});
     else if (setup.solver == "heun") r = solve(Heun<Batch>{});

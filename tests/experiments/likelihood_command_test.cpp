@@ -138,12 +138,22 @@ TEST(LikelihoodSetupReader, ErrorsNameFileLineAndKey) {
       {"[likelihood]\ndivergence = \"hutchinson\"\nprobe = \"basis\"\nprobes = 3\n", "c.toml:4: likelihood.probes: the basis probes"},
       {"[likelihood]\nsteps = 3.5\nsolver = \"rk4\"\n", "c.toml:2: likelihood.steps: expected an integer"},
       {"[likelihood]\nblock_rows = 0\n", "c.toml:2: likelihood.block_rows: must be >= 1"},
+      {"[likelihood]\ntime = \"log_sigma\"\nrho = 3\n", "c.toml:3: likelihood.rho: only with time = \"sigma_rho\""},
+      {"[likelihood]\ntime = \"sigma_rho\"\nrho = 0\n", "c.toml:3: likelihood.rho: must be"},
   };
   for (const auto& [text, expected] : cases) {
     const std::string message = setup_error(text);
     EXPECT_NE(message.find(expected), std::string::npos) << "config:\n" << text << "message: " << message;
   }
   EXPECT_EQ(setup_error("[likelihood]\nsolver = \"midpoint\"\nsteps = 5\n"), "");
+  EXPECT_EQ(setup_error("[likelihood]\ntime = \"sigma_rho\"\n"), "");
+  const Config config = Config::from_string("[likelihood]\ntime = \"sigma_rho\"\nrho = 3.5\n", "c.toml");
+  ConfigTable root = config.root();
+  const LikelihoodSetup s = read_likelihood_setup(root.table("likelihood"));
+  EXPECT_EQ(s.options.time, LikelihoodTime::sigma_rho);
+  EXPECT_EQ(s.options.rho, 3.5);
+  EXPECT_EQ(read_likelihood_setup(Config::from_string("[likelihood]\ntime = \"sigma_rho\"\n", "c.toml").root().table("likelihood")).options.rho,
+            7.0);
 }
 
 class LikelihoodCommand : public diffode::testing::TempFolderTest {
