@@ -410,61 +410,70 @@ int run_sweep(const SweepPlan& plan, const Provenance& provenance, const SweepRu
   const bool lead = ranks.rank() == 0;
   const SweepStore store(plan.output);
   WorkerTally tally;
+  bool error = false;
   interrupted = false;
   auto previous_handler = std::signal(SIGINT, on_interrupt);
   const auto start = std::chrono::steady_clock::now();
-  try {
-    if (lead && options.fresh) {
-      std::filesystem::remove(plan.output);
-      store.remove_parts();
-    }
-    ranks.barrier();
-    // Rank 0 alone reads what is finished and deals the rest; the others learn their runs by asking.
-    std::vector<std::size_t> left;
-    std::size_t total = 0;
-    if (lead) {
+  const auto report = [&](const std::exception& e) {
+    std::cerr << fmt::format("diffode sweep: {}{}\n", ranks.size() > 1 ? fmt::format("rank {}: ", ranks.rank()) : "", e.what());
+    error = true;
+  };
+  // Rank 0 alone reads what is finished and groups the rest; the others learn their runs by asking.
+  // What fails on rank 0 leaves it nothing to hand out, but it still takes part in every collective
+  // call and answers every request, so that no rank waits forever.
+  std::vector<Group> groups;
+  std::size_t total = 0;
+  if (lead) {
+    try {
+      if (options.fresh) {
+        std::filesystem::remove(plan.output);
+        store.remove_parts();
+      }
       const auto finished = store.finished(!options.retry_failed);
+      std::vector<std::size_t> left;
       for (std::size_t i = 0; i < plan.runs.size(); ++i)
         if (!finished.contains(plan.runs[i].id)) left.push_back(i);
-      total = options.max_runs >= 0 ? std::min(left.size(), static_cast<std::size_t>(options.max_runs)) : left.size();
       std::cout << fmt::format("diffode sweep {}: {} runs, {} already done, {} to run{} -> {}\n", plan.name, plan.runs.size(),
                                plan.runs.size() - left.size(), left.size(),
                                ranks.size() > 1 ? fmt::format(" on {} ranks", ranks.size()) : "", plan.output)
                 << std::flush;
+      groups = make_groups(plan, left);
+      total = options.max_runs >= 0 ? std::min(left.size(), static_cast<std::size_t>(options.max_runs)) : left.size();
+    } catch (const std::exception& e) {
+      report(e);
+      groups.clear();
+      total = 0;
     }
-    if (ranks.size() > 1) {
-      std::int64_t shared_total = static_cast<std::int64_t>(total);
-      MPI_Request request;
-      MPI_Ibcast(&shared_total, 1, MPI_INT64_T, 0, MPI_COMM_WORLD, &request);
-      Ranks::wait(request);
-      total = static_cast<std::size_t>(shared_total);
-    }
-    if (lead) {
-      WorkQueue queue(make_groups(plan, left), options.max_runs);
-      const auto local = [&] { return queue.next(); };
-      if (ranks.size() == 1) {
-        tally = work(plan, store, ranks, options, provenance, total, local);
-      } else if (ranks.funneled()) {
-        // Rank 0 runs runs too, on a thread beside the dispatcher (which alone calls MPI).
-        std::thread runner([&] { tally = work(plan, store, ranks, options, provenance, total, local); });
-        dispatch(queue, ranks);
-        runner.join();
-      } else {
-        dispatch(queue, ranks);  // an MPI without thread support: rank 0 only hands out
-      }
+  }
+  if (ranks.size() > 1) {
+    std::int64_t shared_total = static_cast<std::int64_t>(total);
+    MPI_Request request;
+    MPI_Ibcast(&shared_total, 1, MPI_INT64_T, 0, MPI_COMM_WORLD, &request);
+    Ranks::wait(request);
+    total = static_cast<std::size_t>(shared_total);
+  }
+  if (lead) {
+    WorkQueue queue(std::move(groups), options.max_runs);
+    const auto local = [&] { return queue.next(); };
+    if (ranks.size() == 1) {
+      tally = work(plan, store, ranks, options, provenance, total, local);
+    } else if (ranks.funneled()) {
+      // Rank 0 runs runs too, on a thread beside the dispatcher (which alone calls MPI).
+      std::thread runner([&] { tally = work(plan, store, ranks, options, provenance, total, local); });
+      dispatch(queue, ranks);
+      runner.join();
     } else {
-      bool asked_out = false;
-      tally = work(plan, store, ranks, options, provenance, total, [&] {
-        WorkQueue::Work w = ask_rank0(interrupted ? kInterrupted : kWant);
-        asked_out = w.runs.empty();
-        return w;
-      });
-      // Stopped by an interrupt or an error while rank 0 still had work: say so, once.
-      if (!asked_out) ask_rank0(interrupted ? kInterrupted : kLeaving);
+      dispatch(queue, ranks);  // an MPI without thread support: rank 0 only hands out
     }
-  } catch (const std::exception& e) {
-    std::cerr << fmt::format("diffode sweep: {}\n", e.what());
-    tally.error = true;
+  } else {
+    bool told_no_more = false;
+    tally = work(plan, store, ranks, options, provenance, total, [&] {
+      WorkQueue::Work w = ask_rank0(interrupted ? kInterrupted : kWant);
+      told_no_more = w.runs.empty();
+      return w;
+    });
+    // Stopped by an interrupt or an error while rank 0 still had work: say so, once.
+    if (!told_no_more) ask_rank0(interrupted ? kInterrupted : kLeaving);
   }
   std::signal(SIGINT, previous_handler);
   if (ranks.size() > 1)
@@ -473,9 +482,9 @@ int run_sweep(const SweepPlan& plan, const Provenance& provenance, const SweepRu
               << std::flush;
   const bool stopped = ranks.max(interrupted ? 1 : 0) > 0;
   ranks.barrier();
-  int status = tally.error ? 1 : 0;
+  int status = error || tally.error ? 1 : 0;
   if (lead && !assemble(plan, store, provenance)) status = 1;
-  const int any_failed = ranks.max(tally.failed != 0 || tally.error ? 1 : 0);
+  const int any_failed = ranks.max(tally.failed != 0 || tally.error || error ? 1 : 0);
   if (stopped) return 130;
   return std::max(status, any_failed);
 }

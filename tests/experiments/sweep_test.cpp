@@ -275,7 +275,8 @@ samples = 64
   for (const char* initial : {"prior", "exact"})
     for (const int rows : {16, 64}) {
       const std::string name = fmt::format("{}{}", initial, rows);
-      const fs::path one = write_config(name + ".toml", config(fmt::format(fmt::runtime(body), fmt::format(R"(["{}"])", initial), fmt::format("[{}]", rows)), name + ".h5"));
+      const std::string text = fmt::format(fmt::runtime(body), fmt::format(R"(["{}"])", initial), fmt::format("[{}]", rows));
+      const fs::path one = write_config(name + ".toml", config(text, name + ".h5"));
       ASSERT_EQ(run_sweep_command(one, test_provenance(), {}), 0);
       const Hdf5File alone(dir_ / (name + ".h5"), Hdf5File::Mode::read);
       const auto ids = alone.members("runs");
