@@ -295,16 +295,15 @@ class WorkQueue {
 constexpr int kRequestTag = 1, kWorkTag = 2;
 constexpr int kWant = 0, kLeaving = 1, kInterrupted = 2;
 
-// One process's share of the sweep: runs the groups `next` hands out, one run after another,
-// storing each as it finishes. Counts the runs it ran and the failed; sets `error` when something
-// other than a run failed (a part that could not be written): it then stops.
 struct WorkerTally {
   std::size_t runs = 0, groups = 0;
-  int failed = 0;
-  bool error = false;
-  double busy = 0;  // seconds spent in runs
+  int failed = 0;      // runs that failed (recorded in their parts)
+  bool error = false;  // something other than a run failed (a part could not be written)
+  double busy = 0;     // seconds spent in runs
 };
 
+// One process's share of the sweep: runs the groups `next` hands out, one run after another,
+// storing each as it finishes, until `next` has no more, an interrupt, or an error (then it stops).
 template <class Next>
 WorkerTally work(const SweepPlan& plan, const SweepStore& store, const Ranks& ranks, const SweepRunOptions& options, const Provenance& provenance,
                  std::size_t total, Next&& next) {
