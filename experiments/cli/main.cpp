@@ -22,16 +22,20 @@ namespace {
 constexpr int kMaxThreads = 1024;
 
 // The default of --threads: the cores this process may run on (its CPU affinity, which taskset, a
-// batch system's binding or mpirun's --bind-to set), not the machine's; MPI ranks of one node left
-// unbound share that node's cores.
+// batch system's binding or mpirun's --bind-to set), not the machine's; and no more than its share
+// of the node's cores when an MPI launcher (OpenMPI, MPICH) put several ranks on the node, whether
+// they are unbound or bound to one socket together.
 int cores() {
   const int machine = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   int usable = machine;
   cpu_set_t set;
   CPU_ZERO(&set);
   if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0) usable = CPU_COUNT(&set);
-  if (const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE"); local && usable >= machine)
-    usable /= std::max(1, std::atoi(local));
+  for (const char* variable : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS"})
+    if (const char* local = std::getenv(variable)) {
+      usable = std::min(usable, machine / std::max(1, std::atoi(local)));
+      break;
+    }
   return std::clamp(usable, 1, kMaxThreads);
 }
 
