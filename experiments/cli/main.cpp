@@ -9,15 +9,35 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <iostream>
 #include <thread>
+
+#include <sched.h>
 
 namespace {
 
 // More threads than this is a mistake (and would exhaust the process's threads): refused.
 constexpr int kMaxThreads = 1024;
 
-int cores() { return std::min(kMaxThreads, static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))); }
+// The default of --threads: the cores this process may run on (its CPU affinity, which taskset, a
+// batch system's binding or mpirun's --bind-to set), not the machine's; and no more than its share
+// of the node's cores when an MPI launcher (OpenMPI, MPICH) put several ranks on the node, whether
+// they are unbound or bound to one socket together.
+int cores() {
+  const int machine = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  int usable = machine;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0) usable = CPU_COUNT(&set);
+  for (const char* variable : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS"})
+    if (const char* local = std::getenv(variable)) {
+      usable = std::min(usable, machine / std::max(1, std::atoi(local)));
+      break;
+    }
+  return std::clamp(usable, 1, kMaxThreads);
+}
 
 std::string command_line(int argc, char** argv) {
   std::string command;
@@ -49,7 +69,8 @@ void add_threads(CLI::App* command, int& threads, const std::string& help) {
 void add_commands(CLI::App& app, CommandLine& c) {
   c.sample = app.add_subcommand("sample", "Run one sampler on one problem from a TOML config and write HDF5");
   c.sample->add_option("config", c.config, "The TOML config: [process], [model], [grid], [sampler], [run]")->required();
-  add_threads(c.sample, c.threads, "Threads (results do not depend on it: [run] block_rows fixes the blocks)");
+  add_threads(c.sample, c.threads,
+              "Threads (default: the cores this process may use; results do not depend on it: [run] block_rows fixes the blocks)");
   c.sample->footer(diffode::sample_config_help());
 
   app.add_subcommand("samplers", "List every sampler a config's [sampler] name can take, with its options and defaults");
@@ -57,7 +78,9 @@ void add_commands(CLI::App& app, CommandLine& c) {
 
   c.sweep = app.add_subcommand("sweep", "Run a sweep of runs from a TOML config into one crash-safe, resumable HDF5 file");
   c.sweep->add_option("config", c.config, "The sweep's TOML config")->required();
-  add_threads(c.sweep, c.threads, "Threads per run (results do not depend on it); under mpirun, per rank");
+  add_threads(c.sweep, c.threads,
+              "Threads per run (results do not depend on it); under mpirun, per rank (default: the rank's bound cores, or its "
+              "share of the node's)");
   c.sweep->add_option("--output", c.sweep_output, "Results file, instead of [sweep] output");
   c.sweep->add_flag("--fresh", c.sweep_options.fresh, "Discard earlier results at the output instead of resuming");
   c.sweep->add_flag("--retry-failed", c.sweep_options.retry_failed, "Run again the runs stored as failed (finished ok runs are kept)");

@@ -34,7 +34,8 @@ std::string sweep_config_help() {
          schema_help({&sweep_schema(), &metrics_schema()}) +
          "Output: one HDF5 file, layout in experiments/RESULTS.md; /summary is one table (pandas.DataFrame(f[\"summary\"][()])).\n"
          "Resume: the same command again skips finished runs (--retry-failed runs failed ones again).\n"
-         "MPI: mpirun -np N diffode sweep CONFIG.toml.\n"
+         "MPI: mpirun -np N diffode sweep CONFIG.toml: rank 0 hands out groups of runs (those sharing a reference solve\n"
+         "go to one rank) to whichever rank is free; --threads is per rank. The file equals a single process's.\n"
          "Exit: 0 all runs ok, 1 some run failed (recorded, the sweep went on), 2 bad input, 130 interrupted.";
 }
 

@@ -55,7 +55,10 @@ BlockResult run_block(const SamplingSetup& s, const RunGrid& g, const BlockRange
   const auto predictor = s.make_predictor();
   const ScaledDenoiser<Batch> denoiser(*s.process, *predictor);
   BlockResult out;
-  Batch block = x.middleRows(b.begin, b.rows());
+  // The whole batch in one block is moved, not copied (one state less at peak); no other thread
+  // touches x then.
+  const bool whole = b.begin == 0 && b.rows() == x.rows();
+  Batch block = whole ? Batch(std::move(x)) : Batch(x.middleRows(b.begin, b.rows()));
   SamplerObserver observer = [&](const StepInfo& info, const Batch& state) {
     if (s.run.save_trajectory) out.trajectory.push_back(state * denoiser.alpha_at(info.t));
   };
@@ -74,7 +77,11 @@ BlockResult run_block(const SamplingSetup& s, const RunGrid& g, const BlockRange
   } else {
     block *= denoiser.alpha_at(g.sigmas.back());
   }
-  x.middleRows(b.begin, b.rows()) = block;
+  if (whole) {
+    x = std::move(block);
+  } else {
+    x.middleRows(b.begin, b.rows()) = block;
+  }
   return out;
 }
 
@@ -141,13 +148,13 @@ Batch initial_noise(const SamplingSetup& s) {
   return unit.sample_marginal(0.0, s.process->prior_std(), s.run.samples, s.run.seed);
 }
 
-SamplingOutcome run_sampling(const SamplingSetup& s, const Batch& initial, int threads) { return run_sampling(s, initial, s.grid, threads); }
+SamplingOutcome run_sampling(const SamplingSetup& s, Batch initial, int threads) { return run_sampling(s, std::move(initial), s.grid, threads); }
 
-SamplingOutcome run_sampling(const SamplingSetup& s, const Batch& initial, const TimeGrid& grid, int threads) {
+SamplingOutcome run_sampling(const SamplingSetup& s, Batch initial, const TimeGrid& grid, int threads) {
   const RunGrid g = run_grid(s.sampler, grid);
   SamplingOutcome out;
-  out.initial = initial;
-  out.samples = initial / alpha_at_scaled_sigma(*s.process, g.sigmas.front());
+  out.initial = std::move(initial);
+  out.samples = out.initial / alpha_at_scaled_sigma(*s.process, g.sigmas.front());
   const auto blocks = make_blocks(out.samples.rows(), s.run.block_rows);
   std::vector<BlockResult> results(blocks.size());
   for_each_block(blocks, threads, [&](const BlockRange& b) { results[b.index] = run_block(s, g, b, out.samples); });

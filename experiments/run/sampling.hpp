@@ -60,8 +60,9 @@ struct SamplingOutcome {
   double alpha_end = 1;
 };
 
-// Runs the sampler from x_T over the setup's grid, or over `grid` (a fine reference grid).
-SamplingOutcome run_sampling(const SamplingSetup& setup, const Batch& initial, int threads);
-SamplingOutcome run_sampling(const SamplingSetup& setup, const Batch& initial, const TimeGrid& grid, int threads);
+// Runs the sampler from x_T over the setup's grid, or over `grid` (a fine reference grid). x_T is
+// taken by value: a caller done with it moves it in (the outcome keeps it), one state less at peak.
+SamplingOutcome run_sampling(const SamplingSetup& setup, Batch initial, int threads);
+SamplingOutcome run_sampling(const SamplingSetup& setup, Batch initial, const TimeGrid& grid, int threads);
 
 }  // namespace diffode

@@ -1,9 +1,12 @@
 // Running a planned sweep: every run validated before any runs, each run measured
 // (sweep/runner.hpp) and stored crash-safe as it finishes (sweep/store.hpp), resumable.
 //
-// Started by mpirun, the runs are dealt round-robin over the ranks and rank 0 assembles the one
-// file, equal to what a single process writes; started alone, the binary is that single process
-// (MPI is initialised only when a launcher's environment says so).
+// Started by mpirun, rank 0 groups the runs left (those sharing a cached solve, sweep/runner.hpp's
+// run_sharing, go together to one rank) and hands the groups out one at a time to whichever rank
+// asks, running groups itself on a thread beside its dispatcher; every rank saves the runs it
+// finishes as parts and rank 0 assembles the one file at the end, equal to what a single process
+// writes. Started alone, the binary is that single process, taking the same groups in the same
+// order (MPI is initialised only when a launcher's environment says so).
 #pragma once
 
 #include "experiments/run/provenance.hpp"
@@ -19,7 +22,7 @@ struct SweepRunOptions {
   int threads = 1;            // threads per run (results do not depend on it)
   bool fresh = false;         // discard earlier results of this output instead of resuming
   bool retry_failed = false;  // run again the runs stored as failed (e.g. after a fix)
-  int max_runs = -1;          // stop after this many runs of this invocation (testing resume)
+  int max_runs = -1;          // stop after this many runs of this invocation, all ranks together
 };
 
 // Whether this process is MPI rank 0 (or alone), from the launcher's environment: known before MPI

@@ -106,8 +106,22 @@ SweepRun read_run(const RunSpec& spec, const std::string& file) {
   if (s.sampling.run.save_trajectory) root.table("run").fail("save_trajectory", "not stored by sweeps (use diffode sample)");
   root.finish();
   s.model_key = canonical(spec.config->get("model"));
-  s.noise_key = fmt::format("{}|{}|{}|{}", canonical(spec.config->get("process")), s.model_key, s.sampling.samples(), s.sampling.run.seed);
+  // Everything x_T and the cached solves depend on besides the sampler: the process, the model, the
+  // [run] keys that draw or read x_T, and the blocks (an adaptive solve controls its error per block).
+  const RunSettings& r = s.sampling.run;
+  s.noise_key = fmt::format("{}|{}|{}|{}|{}|{}|{}|{}", canonical(spec.config->get("process")), s.model_key, s.sampling.samples(), r.seed,
+                            r.initial, r.initial_file, r.initial_dataset, r.block_rows);
   return s;
+}
+
+// The key of a deterministic run's PF-ODE reference in the executor's cache.
+std::string reference_key(const SweepRun& s, double sigma_end) {
+  return fmt::format("{}|{}|{}|{}", s.noise_key, s.sampling.grid.sigma.front(), sigma_end == 0.0 ? 1e-7 : sigma_end, s.reference_rtol);
+}
+
+// The key of a stochastic run's fine solve in the executor's cache.
+std::string fine_key(const RunSpec& spec, const SweepRun& s) {
+  return fmt::format("{}|{}|{}", s.noise_key, canonical(spec.config->get("sampler")), fmt::join(s.fine_grid->sigma, ","));
 }
 
 double elapsed_since(std::chrono::steady_clock::time_point start) {
@@ -173,7 +187,7 @@ void pathwise_errors(const RunSpec& spec, const SweepRun& s, const SamplingOutco
                      std::map<std::string, Batch>& fines, RunOutcome& out) {
   const double sigma_start = s.sampling.grid.sigma.front();
   if (!s.sampling.sampler.stochastic) {
-    const std::string key = fmt::format("{}|{}|{}|{}", s.noise_key, sigma_start, run.sigma_end == 0.0 ? 1e-7 : run.sigma_end, s.reference_rtol);
+    const std::string key = reference_key(s, run.sigma_end);
     auto it = references.find(key);
     if (it == references.end())
       it = references.emplace(key, pf_ode_reference(s.sampling, run, sigma_start, s.reference_rtol, threads)).first;
@@ -181,7 +195,7 @@ void pathwise_errors(const RunSpec& spec, const SweepRun& s, const SamplingOutco
     out.metric("error_max") = max_distance(run.samples, it->second);
     out.metric("error_median") = median_distance(run.samples, it->second);
   } else if (s.fine_grid) {
-    const std::string key = fmt::format("{}|{}|{}", s.noise_key, canonical(spec.config->get("sampler")), fmt::join(s.fine_grid->sigma, ","));
+    const std::string key = fine_key(spec, s);
     auto it = fines.find(key);
     if (it == fines.end()) {
       SamplingOutcome fine = run_sampling(s.sampling, run.initial, *s.fine_grid, threads);
@@ -226,6 +240,27 @@ double validate_run(const RunSpec& run, const std::string& file) {
   return 16384.0 + mixture + samples;
 }
 
+RunSharing run_sharing(const RunSpec& run, const std::string& file) {
+  const SweepRun s = read_run(run, file);
+  const double rows = static_cast<double>(s.sampling.samples()) * static_cast<double>(s.sampling.dims());
+  RunSharing out;
+  if (s.task == "likelihood") {
+    out.cost = rows * static_cast<double>(s.likelihood.steps > 0 ? s.likelihood.steps : 100);
+    return out;
+  }
+  out.cost = rows * static_cast<double>(s.sampling.sampler.adaptive || s.sampling.grid.steps() < 1 ? 100 : s.sampling.grid.steps());
+  if (!s.sampling.sampler.stochastic) {
+    // The reference's end point is known only once the run has chosen its final step: the key
+    // leaves it out, so that every run that might share the reference shares the key.
+    out.key = fmt::format("reference|{}|{}|{}", s.noise_key, s.sampling.grid.sigma.front(), s.reference_rtol);
+    out.shared_cost = rows * 200.0;
+  } else if (s.fine_grid) {
+    out.key = "fine|" + fine_key(run, s);
+    out.shared_cost = rows * static_cast<double>(s.fine_grid->steps());
+  }
+  return out;
+}
+
 struct RunExecutor::Caches {
   std::map<std::string, Batch> references;  // PF-ODE solutions at the end point, per noise and end
   std::map<std::string, Batch> fine;        // fine solves of stochastic samplers, per path
@@ -234,6 +269,11 @@ struct RunExecutor::Caches {
 
 RunExecutor::RunExecutor() : caches_(std::make_unique<Caches>()) {}
 RunExecutor::~RunExecutor() = default;
+
+void RunExecutor::forget_shared() {
+  caches_->references.clear();
+  caches_->fine.clear();
+}
 
 RunOutcome RunExecutor::execute(const RunSpec& spec, const std::string& file, int threads) {
   RunOutcome out;

@@ -47,6 +47,17 @@ const TableSchema& metrics_schema();
 // key); nothing runs. Returns about how many bytes the run's results take in the sweep's file.
 double validate_run(const RunSpec& run, const std::string& file);
 
+// What a run shares with other runs through RunExecutor's caches, for dealing runs to MPI ranks
+// without solving the same thing on two: `key` is equal for every run that may use the same cached
+// PF-ODE reference or fine solve (empty: the run shares none), `cost` and `shared_cost` are rough
+// work estimates (rows x dimensions x steps) of the run and of the solve it shares. Reads the run
+// as validate_run does.
+struct RunSharing {
+  std::string key;
+  double cost = 0, shared_cost = 0;
+};
+RunSharing run_sharing(const RunSpec& run, const std::string& file);
+
 // Runs one run after another, caching what several runs share: the PF-ODE references (per problem,
 // noise and end point), the fine solves of stochastic samplers, and the exact laws.
 class RunExecutor {
@@ -56,6 +67,9 @@ class RunExecutor {
   // Never throws for a failing run: the failure is recorded in the outcome. `threads` split the
   // batch into fixed blocks ([run] block_rows), so results do not depend on it.
   RunOutcome execute(const RunSpec& run, const std::string& file, int threads);
+  // Drops the cached references and fine solves (not the exact laws, which are small): between
+  // groups of runs whose run_sharing keys differ, nothing later needs them.
+  void forget_shared();
 
  private:
   struct Caches;

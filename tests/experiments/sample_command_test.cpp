@@ -12,9 +12,10 @@
 
 #include "tests/support/temp_folder.hpp"
 
+#include <cstdlib>
 #include <filesystem>
-#include <unistd.h>
 #include <fstream>
+#include <unistd.h>
 
 namespace diffode {
 namespace {
@@ -115,6 +116,37 @@ TEST_F(SampleCommand, ResultsDoNotDependOnTheThreadCount) {
     EXPECT_EQ(one.read_double_attribute("/", "nfe"), two.read_double_attribute("/", "nfe"));
   }
 }
+
+#ifdef DIFFODE_BINARY
+// The command's defaults (all cores, [run] block_rows 256) give, bit for bit, what one thread gives
+// on one block of the whole batch or on blocks of 7 rows: these samplers are row-wise and key their
+// noise by the global row. A batch-coupled sampler (odeint_dopri5: one step control for the block)
+// depends on the blocks, not on the threads: its default is compared with one thread on the same
+// blocks.
+TEST_F(SampleCommand, DefaultThreadsAndBlocksGiveTheOneThreadResults) {
+  auto run = [&](const std::string& name, const std::string& sampler, const std::string& blocks, int threads) {
+    std::string config = base_config((dir_ / (name + ".h5")).string(), blocks);
+    config.replace(config.find("samples = 32"), 12, "samples = 1000");  // 4 blocks of the default 256
+    config.replace(config.find("name = \"euler\""), 14, fmt::format("name = \"{}\"", sampler));
+    const fs::path path = write_config(name + ".toml", config);
+    if (threads == 0) {  // the binary with its defaults
+      EXPECT_EQ(std::system(fmt::format("'{}' sample '{}' > /dev/null", DIFFODE_BINARY, path.string()).c_str()), 0) << name;
+    } else {
+      EXPECT_EQ(run_sample_command(path, provenance_, threads), 0) << name;
+    }
+    return Hdf5File(dir_ / (name + ".h5"), Hdf5File::Mode::read).read_matrix("samples");
+  };
+  for (const char* sampler : {"euler_ancestral", "dpmpp_2m", "heun"}) {
+    SCOPED_TRACE(sampler);
+    const Batch defaults = run("defaults", sampler, "", 0);
+    EXPECT_TRUE((defaults == run("whole", sampler, "block_rows = 1000", 1)).all());
+    EXPECT_TRUE((defaults == run("sevens", sampler, "block_rows = 7", 3)).all());
+  }
+  const Batch coupled = run("coupled", "odeint_dopri5", "", 0);
+  EXPECT_TRUE((coupled == run("coupled_one", "odeint_dopri5", "block_rows = 256", 1)).all());
+  EXPECT_FALSE((coupled == run("coupled_whole", "odeint_dopri5", "block_rows = 1000", 1)).all()) << "the blocks no longer matter";
+}
+#endif
 
 TEST_F(SampleCommand, AnUnwritableOutputIsRefusedBeforeAnyWork) {
   write_config("file", "not a folder");

@@ -13,9 +13,12 @@
 #include <cmath>
 #include <csignal>
 #include <cstdlib>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <random>
+#include <set>
 #include <thread>
 
 #include <fcntl.h>
@@ -250,6 +253,41 @@ TEST_F(SweepTest, ResultsDoNotDependOnTheThreadCount) {
   expect_same_runs(dir_ / "one.h5", dir_ / "two.h5");
 }
 
+// A run's cached PF-ODE reference is keyed by all it depends on: runs that draw x_T differently or
+// cut the batch into other blocks (the adaptive solve controls its error per block) get their own,
+// so each run measures the same in the sweep as alone.
+TEST_F(SweepTest, ARunMeasuresTheSameAloneAsAmongOthers) {
+  const std::string body = R"(
+[sweep.product]
+"run.initial" = {}
+"run.block_rows" = {}
+[model]
+preset = "ring2d"
+[sampler]
+name = "heun"
+[grid]
+steps = 8
+[run]
+samples = 64
+)";
+  const fs::path all = write_config("all.toml", config(fmt::format(fmt::runtime(body), R"(["prior", "exact"])", "[16, 64]")));
+  ASSERT_EQ(run_sweep_command(all, test_provenance(), {}), 0);
+  const Hdf5File f(dir_ / "out.h5", Hdf5File::Mode::read);
+  ASSERT_EQ(f.members("runs").size(), 4u);
+  for (const char* initial : {"prior", "exact"})
+    for (const int rows : {16, 64}) {
+      const std::string name = fmt::format("{}{}", initial, rows);
+      const std::string text = fmt::format(fmt::runtime(body), fmt::format(R"(["{}"])", initial), fmt::format("[{}]", rows));
+      const fs::path one = write_config(name + ".toml", config(text, name + ".h5"));
+      ASSERT_EQ(run_sweep_command(one, test_provenance(), {}), 0);
+      const Hdf5File alone(dir_ / (name + ".h5"), Hdf5File::Mode::read);
+      const auto ids = alone.members("runs");
+      ASSERT_EQ(ids.size(), 1u);
+      for (const char* metric : {"error_rms", "error_max", "error_median"})
+        EXPECT_EQ(alone.read_double_attribute("runs/" + ids[0], metric), f.read_double_attribute("runs/" + ids[0], metric)) << name << " " << metric;
+    }
+}
+
 TEST_F(SweepTest, AnInterruptedSweepResumesToTheSameResults) {
   const fs::path path = write_config("small.toml", config(kSmall));
   ASSERT_EQ(run_sweep_command(path, test_provenance(), {.output = (dir_ / "whole.h5").string()}), 0);
@@ -392,43 +430,89 @@ TEST_F(SweepTest, SigintStopsAfterTheRunAndKeepsWhatIsDone) {
   EXPECT_FALSE(fs::exists(parts));
 }
 
-// mpirun -np 2 runs each run once and writes the file a single process writes.
+// mpirun as the sweep's launcher: root in containers needs OpenMPI's consent, and a 2-core machine
+// needs --oversubscribe for 2 or 3 ranks (some hosts count cores differently). Leak reports of the
+// MPI runtime are not ours (the sanitizer build). Returns the exit status; the ranks' output goes to
+// `log`.
+int mpirun(int ranks, const std::vector<std::string>& sweep_args, const fs::path& log) {
+  setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
+  setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
+  setenv("ASAN_OPTIONS", "detect_leaks=0", 1);
+  std::vector<std::string> args{"mpirun", "--oversubscribe", "-x", "ASAN_OPTIONS", "-np", std::to_string(ranks), DIFFODE_BINARY, "sweep"};
+  args.insert(args.end(), sweep_args.begin(), sweep_args.end());
+  return wait_for(spawn(args, log));
+}
+
+// The progress lines of a ranks' log, "rank R [k/n] <problem> <variant> steps=S: ...": for each
+// rank, the runs it ran ("<problem> <variant> steps=S").
+std::map<int, std::vector<std::string>> runs_by_rank(const fs::path& log) {
+  std::ifstream in(log);
+  std::map<int, std::vector<std::string>> runs;
+  std::string line;
+  while (std::getline(in, line)) {
+    int rank = -1;
+    if (std::sscanf(line.c_str(), "rank %d [", &rank) != 1 || line.find(" [") != line.find(' ', 5)) continue;
+    const auto run_start = line.find("] "), run_end = line.find(": ");
+    EXPECT_TRUE(run_start != std::string::npos && run_end != std::string::npos) << line;
+    if (run_start == std::string::npos || run_end == std::string::npos) continue;
+    runs[rank].push_back(line.substr(run_start + 2, run_end - run_start - 2));
+  }
+  return runs;
+}
+
+// mpirun -np 2 runs each run once, the runs that share a cached solve on one rank, and writes the
+// file a single process writes.
 TEST_F(SweepTest, TwoMpiRanksWriteTheSingleProcessFile) {
   if (std::system("command -v mpirun > /dev/null 2>&1") != 0) GTEST_SKIP() << "no mpirun";
   const fs::path path = write_config("small.toml", config(kSmall));
   ASSERT_EQ(run_sweep_command(path, test_provenance(), {.threads = 1, .output = (dir_ / "single.h5").string()}), 0);
-  // Root in containers needs OpenMPI's consent; a 2-core machine needs --oversubscribe for nothing
-  // more than 2 ranks, but some hosts count cores differently. Leak reports of the MPI runtime are
-  // not ours (the sanitizer build).
-  setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
-  setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
-  setenv("ASAN_OPTIONS", "detect_leaks=0", 1);
   const fs::path log = dir_ / "ranks.log";
-  const int status = wait_for(spawn({"mpirun", "--oversubscribe", "-x", "ASAN_OPTIONS", "-np", "2", DIFFODE_BINARY, "sweep", path.string(),
-                                     "--threads", "1", "--output", (dir_ / "ranks.h5").string()},
-                                    log));
-  ASSERT_EQ(status, 0);
+  ASSERT_EQ(mpirun(2, {path.string(), "--threads", "1", "--output", (dir_ / "ranks.h5").string()}, log), 0);
   expect_same_runs(dir_ / "single.h5", dir_ / "ranks.h5");
   const Hdf5File f(dir_ / "ranks.h5", Hdf5File::Mode::read);
   EXPECT_EQ(f.read_string_attribute("/", "finished"), "true");
-  // Each rank logs a line per run it ran, "rank R [i/n] <problem> <variant> steps=S: ...": every
-  // run (the 6 differ in problem, variant or steps) appears once over both ranks, 3 on each.
-  std::ifstream in(log);
-  std::vector<std::string> runs_logged;
-  int rank0 = 0, rank1 = 0;
-  std::string line;
-  while (std::getline(in, line)) {
-    if (!line.starts_with("rank ")) continue;
-    const auto run_start = line.find("] "), run_end = line.find(": ");
-    ASSERT_TRUE(run_start != std::string::npos && run_end != std::string::npos) << line;
-    rank0 += line.starts_with("rank 0 [") ? 1 : 0;
-    rank1 += line.starts_with("rank 1 [") ? 1 : 0;
-    runs_logged.push_back(line.substr(run_start + 2, run_end - run_start - 2));
+  // Every run (the 6 differ in variant or steps) appears once over both ranks. The 3 heun runs share
+  // one PF-ODE reference and the 3 euler_ancestral runs one fine solve: each three ran on one rank.
+  std::vector<std::string> all;
+  std::map<std::string, std::set<int>> ranks_of_sampler;
+  for (const auto& [rank, runs] : runs_by_rank(log)) {
+    EXPECT_TRUE(rank == 0 || rank == 1) << rank;
+    for (const auto& run : runs) {
+      all.push_back(run);
+      ranks_of_sampler[run.find("heun") != std::string::npos ? "heun" : "euler_ancestral"].insert(rank);
+    }
   }
-  EXPECT_EQ(runs_logged.size(), 6u);
-  EXPECT_EQ(std::set<std::string>(runs_logged.begin(), runs_logged.end()).size(), runs_logged.size()) << "a run ran twice";
-  EXPECT_EQ(rank0, 3);
-  EXPECT_EQ(rank1, 3);
+  EXPECT_EQ(all.size(), 6u);
+  EXPECT_EQ(std::set<std::string>(all.begin(), all.end()).size(), all.size()) << "a run ran twice";
+  EXPECT_EQ(ranks_of_sampler["heun"].size(), 1u) << "the heun runs' reference was solved on two ranks";
+  EXPECT_EQ(ranks_of_sampler["euler_ancestral"].size(), 1u) << "the euler_ancestral runs' fine solve was solved on two ranks";
+}
+
+// More ranks than groups of runs, a sweep stopped under MPI and resumed on another rank count:
+// the same file as one process writes, each run run once over the invocations.
+TEST_F(SweepTest, AnMpiSweepResumesOnAnyRankCountToTheSingleProcessFile) {
+  if (std::system("command -v mpirun > /dev/null 2>&1") != 0) GTEST_SKIP() << "no mpirun";
+  // 4 seeds x 2 samplers x 3 steps: 8 groups of 3 runs sharing a solve.
+  std::string seeds = kSmall;
+  seeds.replace(seeds.find("\"grid.steps\""), 0, "\"run.seed\" = [0, 1, 2, 3]\n");
+  const fs::path path = write_config("seeds.toml", config(seeds));
+  ASSERT_EQ(run_sweep_command(path, test_provenance(), {.threads = 1, .output = (dir_ / "single.h5").string()}), 0);
+  ASSERT_EQ(mpirun(3, {path.string(), "--threads", "1", "--max-runs", "5"}, dir_ / "first.log"), 0);
+  {
+    const Hdf5File f(dir_ / "out.h5", Hdf5File::Mode::read);
+    EXPECT_EQ(f.members("runs").size(), 5u) << "--max-runs bounds the runs of all ranks together";
+    EXPECT_EQ(f.read_string_attribute("/", "finished"), "false");
+  }
+  ASSERT_EQ(mpirun(2, {path.string(), "--threads", "1"}, dir_ / "second.log"), 0);
+  expect_same_runs(dir_ / "single.h5", dir_ / "out.h5");
+  EXPECT_FALSE(fs::exists(dir_ / "out.h5.parts"));
+  std::size_t ran = 0;
+  for (const char* log : {"first.log", "second.log"})
+    for (const auto& [rank, runs] : runs_by_rank(dir_ / log)) ran += runs.size();
+  EXPECT_EQ(ran, 24u);
+  // Three ranks on the whole sweep at once: again the single process's file.
+  ASSERT_EQ(mpirun(3, {path.string(), "--threads", "1", "--output", (dir_ / "three.h5").string()}, dir_ / "third.log"), 0);
+  expect_same_runs(dir_ / "single.h5", dir_ / "three.h5");
 }
 #endif
 
