@@ -26,6 +26,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -90,6 +91,27 @@ struct TorchScriptSpec {
   std::function<double(double)> t_of_scaled_sigma, alpha, sigma, d_alpha, d_sigma;
 };
 
+// The score s = grad_x log p_t of a network, read off its prediction at per-sample levels (alpha_n,
+// sigma_n) as a Predictor is asked, with products of its Jacobian J_s = ds/dx by reverse-mode autograd:
+// what the likelihood solver needs (solvers/diffusion/likelihood.hpp's DivergenceSource, which sits
+// above this layer and wraps this). Rows are independent, so one backward pass over the batch gives
+// every row's product: the batch is replicated once per probe (or per dimension), the network run
+// once on the replicas, and one backward pass gives all the products.
+class ScoreJacobian {
+ public:
+  virtual ~ScoreJacobian() = default;
+  // score (N x D) and the exact div_x s (N): the D vector-Jacobian products with the unit vectors,
+  // one backward pass over D replicas of the batch (D times the cost of an evaluation: small D only).
+  virtual void score_and_divergence(const Batch& x, const PerSample& alpha, const PerSample& sigma, Batch& score,
+                                    PerSample& divergence) const = 0;
+  // score (N x D) and, per probe v_k (N x D, a row per sample), the vector-Jacobian products
+  // v_k^T J_s as N x D rows (one backward pass over K replicas). For the quadratic forms v^T J_s v
+  // of Hutchinson's estimator this is the same number as v . (J_s v); J_s itself is symmetric for an
+  // exact score (a Hessian of log p_t), for a network only nearly so.
+  virtual void score_and_vjps(const Batch& x, const PerSample& alpha, const PerSample& sigma, std::span<const Batch> probes,
+                              Batch& score, std::vector<Batch>& vjps) const = 0;
+};
+
 // One loaded model. make_predictor gives each thread its own predictor (NFE counters, scratch).
 class NetworkModel {
  public:
@@ -100,6 +122,8 @@ class NetworkModel {
   virtual std::string description() const = 0;
   // `label`: the class to condition on (-1: unconditional, i.e. the null class).
   virtual std::unique_ptr<Predictor<Batch>> make_predictor(int label = -1) const = 0;
+  // The score and its Jacobian products (ScoreJacobian), for one thread, as make_predictor.
+  virtual std::unique_ptr<ScoreJacobian> make_score_jacobian(int label = -1) const = 0;
 };
 
 // How a network is trained (diffode train). Data are given as a generator: rows of x0 for a step
@@ -160,7 +184,7 @@ struct TrainingOutcome {
 // loader). `stop` is polled between steps (SIGINT): when it returns true, training writes a
 // checkpoint and returns with `interrupted` set.
 struct NetworkBackend {
-  int abi_version = 1;
+  int abi_version = 2;  // 2: NetworkModel::make_score_jacobian
   std::shared_ptr<const NetworkModel> (*load_checkpoint)(const std::string& file, const NetworkRuntime& runtime) = nullptr;
   std::shared_ptr<const NetworkModel> (*load_torchscript)(const TorchScriptSpec& spec, const NetworkRuntime& runtime) = nullptr;
   TrainingOutcome (*train)(const TrainingSpec& spec, const std::function<void(const TrainingProgress&)>& progress,

@@ -48,7 +48,9 @@ const TableSchema& likelihood_schema() {
            .one_of({"rademacher", "gaussian", "orthogonal", "basis"}),
        integer_key("sketch", "hutchpp: the sketch's width k (r = probes - 2k residual probes); default probes / 4, at least 1").optional("probes / 4").at_least(1),
        integer_key("probe_seed", "seed of the probes").fallback_int(0).at_least(0),
-       string_key("prior", "log p_T: the mixture's own (the error is the solver's) or N(0, prior_std^2 I)").fallback_str("exact").one_of({"exact", "gaussian"}),
+       string_key("prior", "log p_T: the mixture's own (the error is the solver's; a network: its ground truth's) or N(0, prior_std^2 I)")
+           .optional("exact for a mixture, gaussian for a network")
+           .one_of({"exact", "gaussian"}),
        integer_key("block_rows", "points per block (diffode likelihood; sweeps take [run] block_rows)").fallback_int(256).at_least(1)}};
   return s;
 }
@@ -124,7 +126,7 @@ void check_likelihood_process(ConfigTable t, const LikelihoodSetup& setup, const
                                process.name(), process.t_min(), process.t_max(), lo, hi));
 }
 
-LikelihoodSetup read_likelihood_setup(ConfigTable t, Index dims) {
+LikelihoodSetup read_likelihood_setup(ConfigTable t, Index dims, const ModelSource* model) {
   t = t.bind(likelihood_schema());
   LikelihoodSetup s;
   s.solver = t.string("solver");
@@ -139,7 +141,11 @@ LikelihoodSetup read_likelihood_setup(ConfigTable t, Index dims) {
     s.options.rho = t.number("rho");
   }
   read_divergence(t, s, dims);
-  s.prior = t.string("prior") == "exact" ? LikelihoodPrior::exact : LikelihoodPrior::gaussian;
+  const bool network = model != nullptr && model->network != nullptr;
+  s.prior = network ? LikelihoodPrior::gaussian : LikelihoodPrior::exact;
+  if (t.has("prior")) s.prior = t.string("prior") == "exact" ? LikelihoodPrior::exact : LikelihoodPrior::gaussian;
+  if (network && s.prior == LikelihoodPrior::exact && model->mixture == nullptr)
+    t.fail("prior", "\"exact\" takes the mixture's p_T: a network has one only with [model.ground_truth] (or use \"gaussian\")");
   s.block_rows = static_cast<Index>(t.integer("block_rows"));
   t.finish();
   return s;
@@ -159,9 +165,9 @@ std::vector<double> uniform_grid(const Process& process, LikelihoodTime time, do
   return grid;
 }
 
-LikelihoodResult solve_block(const LikelihoodSetup& setup, const Process& process, const GaussianMixture& mixture,
-                             const Batch& x, Index first_point) {
-  const MixtureDivergence source(mixture);
+// One block with `source`'s divergence; prior = exact closes it with `mixture`'s p_T.
+LikelihoodResult solve_block(const LikelihoodSetup& setup, const Process& process, const DivergenceSource& source,
+                             const GaussianMixture* mixture, const Batch& x, Index first_point) {
   LikelihoodOptions options = setup.options;
   options.first_point += first_point;
   LikelihoodResult r;
@@ -177,9 +183,10 @@ LikelihoodResult solve_block(const LikelihoodSetup& setup, const Process& proces
     else throw std::invalid_argument(fmt::format("likelihood: unknown solver '{}'", setup.solver));
   }
   if (setup.prior == LikelihoodPrior::exact) {
+    if (mixture == nullptr) throw std::invalid_argument("likelihood: prior = \"exact\" needs an exact mixture");
     const Index n = x.rows();
     const double t = process.t_max();
-    r.prior_log_p = mixture.log_prob(r.x_T, PerSample::Constant(n, process.alpha(t)), PerSample::Constant(n, process.sigma(t)));
+    r.prior_log_p = mixture->log_prob(r.x_T, PerSample::Constant(n, process.alpha(t)), PerSample::Constant(n, process.sigma(t)));
     r.log_p = r.with_prior(r.prior_log_p);
   }
   return r;
@@ -223,13 +230,31 @@ Batch dequantization_noise(Index n, Index dims, std::uint64_t seed) {
 
 LikelihoodResult evaluate_log_likelihood(const LikelihoodSetup& setup, const Process& process, const GaussianMixture& mixture,
                                          const Batch& points, int threads) {
+  ModelSource model;
+  model.kind = "mixture";
+  // Not owned: the caller's mixture outlives the call.
+  model.mixture = std::shared_ptr<const GaussianMixture>(&mixture, [](const GaussianMixture*) {});
+  return evaluate_log_likelihood(setup, process, model, points, threads);
+}
+
+LikelihoodResult evaluate_log_likelihood(const LikelihoodSetup& setup, const Process& process, const ModelSource& model,
+                                         const Batch& points, int threads) {
   const Index n = points.rows(), dims = points.cols();
-  if (dims != mixture.dims())
-    throw std::invalid_argument(fmt::format("evaluate_log_likelihood: points have {} columns, the model {} dims", dims, mixture.dims()));
+  if (model.network == nullptr && model.mixture == nullptr) throw std::invalid_argument("evaluate_log_likelihood: no model");
+  const Index model_dims = model.network ? model.network->dims() : model.mixture->dims();
+  if (dims != model_dims)
+    throw std::invalid_argument(fmt::format("evaluate_log_likelihood: points have {} columns, the model {} dims", dims, model_dims));
   const std::vector<BlockRange> blocks = make_blocks(n, setup.block_rows);
   std::vector<LikelihoodResult> parts(blocks.size());
   for_each_block(blocks, threads, [&](const BlockRange& b) {
-    parts[b.index] = solve_block(setup, process, mixture, points.middleRows(b.begin, b.rows()), b.begin);
+    const Batch x = points.middleRows(b.begin, b.rows());
+    if (model.network) {
+      const NetworkDivergence source(model.network->make_score_jacobian(-1));
+      parts[b.index] = solve_block(setup, process, source, model.mixture.get(), x, b.begin);
+    } else {
+      const MixtureDivergence source(*model.mixture);
+      parts[b.index] = solve_block(setup, process, source, model.mixture.get(), x, b.begin);
+    }
   });
 
   LikelihoodResult r;

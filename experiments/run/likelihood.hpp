@@ -7,7 +7,9 @@
 
 #include "core/state.hpp"
 #include "experiments/run/config.hpp"
+#include "experiments/run/readers.hpp"
 #include "models/gaussian_mixture.hpp"
+#include "models/network.hpp"
 #include "problems/process.hpp"
 #include "solvers/diffusion/likelihood.hpp"
 
@@ -22,6 +24,9 @@ namespace diffode {
 //             approximated but the ODE solve, so log_p - exact_log_p is the solver's error.
 //   gaussian  the process's N(0, prior_std^2 I) (Process::prior_log_density), what a trained
 //             network's likelihood uses; adds the prior's modelling error.
+// A network's default is gaussian: its generative model starts from that prior. With a ground truth
+// ([model.ground_truth]) it may take the mixture's p_T instead (exact), which isolates the network's
+// error in the flow from the prior's.
 enum class LikelihoodPrior { exact, gaussian };
 
 // The solver part of a likelihood run, from a [likelihood] table.
@@ -38,7 +43,9 @@ struct LikelihoodSetup {
 // [likelihood]: the schema, and its reader (calls table.finish(); errors name key and line).
 const TableSchema& likelihood_schema();
 // `dims`, when known (> 0), lets the reader refuse a Hutch++ split the model's dimension cannot take.
-LikelihoodSetup read_likelihood_setup(ConfigTable table, Index dims = 0);
+// `model`, when given, sets the prior's default (a network: gaussian) and refuses prior = "exact" for
+// a network without a ground truth.
+LikelihoodSetup read_likelihood_setup(ConfigTable table, Index dims = 0, const ModelSource* model = nullptr);
 // Refuses a setup the process cannot take (the log-sigma variable where lambda is infinite at an end).
 void check_likelihood_process(ConfigTable table, const LikelihoodSetup& setup, const Process& process);
 
@@ -51,6 +58,33 @@ void check_likelihood_process(ConfigTable table, const LikelihoodSetup& setup, c
 // count and the first failure.
 LikelihoodResult evaluate_log_likelihood(const LikelihoodSetup& setup, const Process& process,
                                          const GaussianMixture& mixture, const Batch& points, int threads);
+// The same for any [model]: the exact mixture, or a network whose score and divergence (exact: D
+// vector-Jacobian products; Hutchinson and Hutch++: one per probe) come from autograd
+// (NetworkModel::make_score_jacobian, one per block). prior = exact takes model.mixture's p_T.
+LikelihoodResult evaluate_log_likelihood(const LikelihoodSetup& setup, const Process& process, const ModelSource& model,
+                                         const Batch& points, int threads);
+
+// A network's ScoreJacobian as the likelihood solver's DivergenceSource. Its products are
+// vector-Jacobian products v^T J_s, passed where the solver asks for J_s v: every number the
+// estimators integrate is a quadratic form v^T J_s v (Hutchinson's probes, Hutch++'s tr(Q^T J Q) and
+// residual probes), the same for either; only Hutch++'s sketch sees J_s^T S in place of J_s S,
+// which changes the subspace Q it finds (J_s is symmetric for an exact score, nearly so for a
+// network) and not the estimate's unbiasedness, which holds for any Q.
+class NetworkDivergence final : public DivergenceSource {
+ public:
+  explicit NetworkDivergence(std::unique_ptr<ScoreJacobian> jacobian) : jacobian_(std::move(jacobian)) {}
+  void score_and_divergence(const Batch& x, const PerSample& alpha, const PerSample& sigma, Batch& score,
+                            PerSample& divergence) const override {
+    jacobian_->score_and_divergence(x, alpha, sigma, score, divergence);
+  }
+  void score_and_jvps(const Batch& x, const PerSample& alpha, const PerSample& sigma, std::span<const Batch> directions,
+                      Batch& score, std::vector<Batch>& jvps) const override {
+    jacobian_->score_and_vjps(x, alpha, sigma, directions, score, jvps);
+  }
+
+ private:
+  std::unique_ptr<ScoreJacobian> jacobian_;
+};
 
 struct LikelihoodMetrics {
   double ll_error = 0;      // mean over points of |log p - exact| / D (nats per dimension)
@@ -79,5 +113,8 @@ struct LikelihoodData {
   std::string description;  // for messages and the results file
 };
 LikelihoodData read_likelihood_data(ConfigTable table, const Process& process, const GaussianMixture& mixture);
+// The same for a model of `dims` dimensions whose exact mixture may be absent (a network without a
+// ground truth): then source = "mixture" is refused.
+LikelihoodData read_likelihood_data(ConfigTable table, const Process& process, const GaussianMixture* mixture, Index dims);
 
 }  // namespace diffode

@@ -32,7 +32,7 @@ const TableSchema& data_schema() {
   static const TableSchema s{
       "data",
       "the points whose log-likelihood is measured",
-      {string_key("source", "draws of the model's exact p_t_min, or an HDF5 dataset").fallback_str("mixture").one_of({"mixture", "hdf5"}),
+      {string_key("source", "draws of the model's exact p_t_min (a network: its [model.ground_truth]'s), or an HDF5 dataset").fallback_str("mixture").one_of({"mixture", "hdf5"}),
        integer_key("seed", "seed of the draws (mixture) or of the dequantization noise (hdf5)").fallback_int(0).at_least(0),
        integer_key("points", "how many draws (mixture); refused when they would not fit in memory").fallback_int(256).at_least(1),
        string_key("file", "the HDF5 file (hdf5)").optional("required for hdf5"),
@@ -46,6 +46,10 @@ const TableSchema& data_schema() {
 }
 
 LikelihoodData read_likelihood_data(ConfigTable data, const Process& process, const GaussianMixture& mixture) {
+  return read_likelihood_data(std::move(data), process, &mixture, mixture.dims());
+}
+
+LikelihoodData read_likelihood_data(ConfigTable data, const Process& process, const GaussianMixture* truth, Index dims) {
   data = data.bind(data_schema());
   LikelihoodData d;
   const std::string source = data.string("source");
@@ -53,6 +57,9 @@ LikelihoodData read_likelihood_data(ConfigTable data, const Process& process, co
   if (source == "mixture") {
     for (const char* key : {"file", "dataset", "scale", "offset", "bin_width"})
       if (data.has(key)) data.fail(key, "only with source = \"hdf5\" (the mixture's draws are already in model space)");
+    if (truth == nullptr)
+      data.fail("source", "draws of the exact p_t_min need the mixture the network was trained on ([model.ground_truth]); or give source = \"hdf5\"");
+    const GaussianMixture& mixture = *truth;
     const auto points = data.integer("points");
     // The solve holds the points, the augmented state and Dopri5's seven stages of it.
     check_memory(data, "points", 8.0 * static_cast<double>(points) * static_cast<double>(mixture.dims() + 2) * 12.0);
@@ -65,7 +72,7 @@ LikelihoodData read_likelihood_data(ConfigTable data, const Process& process, co
     d.transform.scale = data.number("scale");
     d.transform.offset = data.number("offset");
     d.transform.bin_width = data.number("bin_width");
-    Batch y = read_data_file(data, file, dataset, mixture.dims());
+    Batch y = read_data_file(data, file, dataset, dims);
     // Uniform dequantization (DataTransform's comment): y + bin_width u, u ~ U[0,1)^D.
     if (d.transform.bin_width > 0) y += d.transform.bin_width * dequantization_noise(y.rows(), y.cols(), seed);
     d.x = d.transform.to_model(y);

@@ -15,7 +15,7 @@ namespace diffode {
 namespace {
 
 constexpr const char* kLibraryName = "libdiffode_networks.so";
-constexpr int kAbiVersion = 1;
+constexpr int kAbiVersion = 2;
 
 std::mutex backend_mutex;
 const NetworkBackend* installed = nullptr;

@@ -6,7 +6,7 @@
 
 extern "C" __attribute__((visibility("default"))) const diffode::NetworkBackend* diffode_network_backend() {
   static const diffode::NetworkBackend backend{
-      .abi_version = 1,
+      .abi_version = 2,
       .load_checkpoint = &diffode::load_checkpoint_model,
       .load_torchscript = &diffode::load_torchscript_model,
       .train = &diffode::train_network,

@@ -28,7 +28,9 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <optional>
+#include <span>
 #include <stdexcept>
 
 namespace diffode {
@@ -163,6 +165,93 @@ void tensor_to_rows(const torch::Tensor& prediction, double* out, Index rows, In
 Index chunk_rows(const NetworkRuntime& runtime, Index rows) { return runtime.batch_size > 0 ? std::min(runtime.batch_size, rows) : rows; }
 
 // ---------------------------------------------------------------------------------------------
+// Score Jacobian products by reverse-mode autograd (ScoreJacobian, models/network.hpp). A chunk's
+// rows are replicated once per probe (replica k in rows k * rows .. (k + 1) * rows - 1), the score
+// is computed once on all replicas with the input requiring its gradient, and one backward pass
+// with replica k's rows weighted by probe k gives every v_k^T J_s: rows never mix, so the gradient
+// of sum_rows v . s with respect to a row is that row's own product. The exact divergence is the
+// same with the D unit vectors as probes, each row's divergence the sum of its D diagonal entries.
+// Only the input's gradient is asked for (torch::autograd::grad), so nothing accumulates in the
+// shared weights' .grad and several threads may do this at once.
+
+// The score of rows `begin .. begin + rows - 1` of the call, replicated `copies` times, as a
+// differentiable function of those replicas x [copies * rows, D].
+using ScoreOfReplicas = std::function<torch::Tensor(const torch::Tensor& x, Index begin, Index rows, Index copies)>;
+
+// `probes` empty and `divergence` given: the exact divergence; else one product per probe.
+void score_jacobian_products(const Batch& x, Index chunk, torch::Device device, torch::Dtype dtype, const ScoreOfReplicas& score_of,
+                             std::span<const Batch> probes, Batch& score, std::vector<Batch>* vjps, PerSample* divergence) {
+  const Index n = x.rows(), d = x.cols();
+  const Index copies = divergence != nullptr ? d : static_cast<Index>(probes.size());
+  for (const Batch& v : probes)
+    if (v.rows() != n || v.cols() != d)
+      throw std::invalid_argument(fmt::format("score_and_vjps: a probe of {} x {} for a batch of {} x {}", v.rows(), v.cols(), n, d));
+  score.resize(n, d);
+  if (vjps != nullptr) vjps->assign(probes.size(), Batch(n, d));
+  if (divergence != nullptr) divergence->resize(n);
+  const torch::AutoGradMode grad_mode(true);
+  // The replicas of a chunk of `rows`: at most batch_size rows per network call when it is set.
+  const Index per_call = std::max<Index>(1, chunk / std::max<Index>(1, copies));
+  for (Index begin = 0; begin < n; begin += per_call) {
+    const Index rows = std::min(per_call, n - begin);
+    const torch::Tensor xs = rows_to_tensor(x.data() + begin * d, rows, d, device, dtype);
+    if (copies == 0) {
+      const torch::NoGradGuard no_grad;
+      tensor_to_rows(score_of(xs, begin, rows, 1), score.data() + begin * d, rows, d);
+      continue;
+    }
+    const torch::Tensor replicas = xs.detach().repeat({copies, 1}).requires_grad_(true);
+    const torch::Tensor s = score_of(replicas, begin, rows, copies);
+    tensor_to_rows(s.slice(0, 0, rows).detach(), score.data() + begin * d, rows, d);
+    torch::Tensor weights;
+    if (divergence != nullptr) {
+      weights = torch::eye(d, torch::TensorOptions().dtype(dtype).device(device)).repeat_interleave(rows, 0);
+    } else {
+      std::vector<torch::Tensor> parts;
+      for (const Batch& v : probes) parts.push_back(rows_to_tensor(v.data() + begin * d, rows, d, device, dtype));
+      weights = torch::cat(parts, 0);
+    }
+    const torch::Tensor products = torch::autograd::grad({s}, {replicas}, {weights}).front();
+    if (divergence != nullptr) {
+      // Replica k's row i holds e_k^T J_s; its k-th entry is J_s[k, k]. Summed over k in order.
+      const torch::Tensor diagonal = (products * weights).sum(1).reshape({d, rows}).sum(0);
+      const torch::Tensor host = diagonal.to(torch::kCPU, torch::kFloat64).contiguous();
+      std::memcpy(divergence->data() + begin, host.data_ptr<double>(), sizeof(double) * static_cast<std::size_t>(rows));
+    } else {
+      for (Index k = 0; k < copies; ++k)
+        tensor_to_rows(products.slice(0, k * rows, (k + 1) * rows), (*vjps)[k].data() + begin * d, rows, d);
+    }
+  }
+}
+
+// A ScoreJacobian of either model: score_of as above, its per-call chunk, device and dtype.
+template <class Model>
+class AutogradScoreJacobian final : public ScoreJacobian {
+ public:
+  AutogradScoreJacobian(std::shared_ptr<const Model> model, int label) : model_(std::move(model)), label_(label) {}
+
+  void score_and_divergence(const Batch& x, const PerSample& alpha, const PerSample& sigma, Batch& score,
+                            PerSample& divergence) const override {
+    score_jacobian_products(x, model_->rows_per_call(x.rows()), model_->device(), model_->dtype(), model_->score_of(x, alpha, sigma, label_),
+                            {}, score, nullptr, &divergence);
+  }
+  void score_and_vjps(const Batch& x, const PerSample& alpha, const PerSample& sigma, std::span<const Batch> probes, Batch& score,
+                      std::vector<Batch>& vjps) const override {
+    score_jacobian_products(x, model_->rows_per_call(x.rows()), model_->device(), model_->dtype(), model_->score_of(x, alpha, sigma, label_),
+                            probes, score, &vjps, nullptr);
+  }
+
+ private:
+  std::shared_ptr<const Model> model_;
+  int label_;
+};
+
+// Per-row values [rows] repeated `copies` times, on the device.
+torch::Tensor repeated(const Eigen::ArrayXd& values, Index copies, torch::Device device, torch::Dtype dtype) {
+  return values_to_tensor(values.data(), values.size(), device, dtype).repeat({copies});
+}
+
+// ---------------------------------------------------------------------------------------------
 // Checkpoints of models/torch/score_mlp_torch.hpp: the network is conditioned on sigma~ and reads
 // x through c_in (models/network.hpp), so it serves any process and takes (alpha, sigma) as given.
 
@@ -213,8 +302,33 @@ class CheckpointModel final : public NetworkModel, public std::enable_shared_fro
       throw std::invalid_argument(fmt::format("{}: class {} of a network with {} classes", file_, label, classes()));
     return std::make_unique<CheckpointPredictor>(shared_from_this(), label);
   }
+  std::unique_ptr<ScoreJacobian> make_score_jacobian(int label) const override {
+    if (label >= 0 && label >= classes())
+      throw std::invalid_argument(fmt::format("{}: class {} of a network with {} classes", file_, label, classes()));
+    return std::make_unique<AutogradScoreJacobian<CheckpointModel>>(shared_from_this(), label);
+  }
 
   Parameterization native() const { return native_; }
+  torch::Device device() const { return device_; }
+  torch::Dtype dtype() const { return dtype_; }
+  Index rows_per_call(Index rows) const { return chunk_rows(runtime_, rows); }
+
+  // The score s = on_x x + on_prediction F of the native prediction F (models/predictor.hpp's
+  // conversion), as a function of the replicas of rows begin.. of x.
+  ScoreOfReplicas score_of(const Batch& x, const PerSample& alpha, const PerSample& sigma, int label) const {
+    if (x.cols() != dims()) throw std::invalid_argument(fmt::format("{}: a batch of {} dimensions for a network of {}", file_, x.cols(), dims()));
+    return [this, &alpha, &sigma, label](const torch::Tensor& xs, Index begin, Index rows, Index copies) {
+      const Eigen::ArrayXd a = alpha.segment(begin, rows), s = sigma.segment(begin, rows);
+      const auto map = conversion(native_, Parameterization::score, a, s);
+      torch::Tensor labels;
+      if (classes() > 0)
+        labels = torch::full({rows * copies}, label < 0 ? classes() : label, torch::TensorOptions().dtype(torch::kInt64).device(device_));
+      const torch::Tensor prediction =
+          conditioned_prediction(network_, spec_, xs, repeated(a, copies, device_, dtype_), repeated(s, copies, device_, dtype_), labels);
+      return repeated(map.on_x, copies, device_, dtype_).unsqueeze(1) * xs +
+             repeated(map.on_prediction, copies, device_, dtype_).unsqueeze(1) * prediction;
+    };
+  }
 
   void evaluate(const Batch& x, const PerSample& alpha, const PerSample& sigma, int label, Batch& out) const {
     const Index n = x.rows(), d = x.cols();
@@ -341,8 +455,39 @@ class TorchScriptModel final : public NetworkModel, public std::enable_shared_fr
       throw std::invalid_argument(fmt::format("{}: class {} of a module with {} classes", spec_.file, label, classes()));
     return std::make_unique<TorchScriptPredictor>(shared_from_this(), label);
   }
+  std::unique_ptr<ScoreJacobian> make_score_jacobian(int label) const override {
+    if (label >= 0 && label >= classes())
+      throw std::invalid_argument(fmt::format("{}: class {} of a module with {} classes", spec_.file, label, classes()));
+    return std::make_unique<AutogradScoreJacobian<TorchScriptModel>>(shared_from_this(), label);
+  }
 
   Parameterization native() const { return spec_.prediction == Parameterization::flow ? Parameterization::x0 : spec_.prediction; }
+  torch::Device device() const { return device_; }
+  torch::Dtype dtype() const { return dtype_; }
+  Index rows_per_call(Index rows) const { return chunk_rows(runtime_, rows); }
+
+  // The score of evaluate's path in tensors: the module at x_m = input_scale x, read back to the
+  // native prediction P = on_x x_m + on_output F, then s = c_x x + c_P P (conversion at the caller's
+  // levels), as a function of the replicas of rows begin.. of x.
+  ScoreOfReplicas score_of(const Batch& x, const PerSample& alpha, const PerSample& sigma, int label) const {
+    if (x.cols() != dims()) throw std::invalid_argument(fmt::format("{}: a batch of {} dimensions for a module of {}", spec_.file, x.cols(), dims()));
+    return [this, &alpha, &sigma, label](const torch::Tensor& xs, Index begin, Index rows, Index copies) {
+      Rows r;
+      levels(alpha.data() + begin, sigma.data() + begin, rows, r);
+      const Eigen::ArrayXd a = alpha.segment(begin, rows), s = sigma.segment(begin, rows);
+      const auto map = conversion(native(), Parameterization::score, a, s);
+      const torch::Tensor x_m = repeated(r.input_scale, copies, device_, dtype_).unsqueeze(1) * xs;
+      Eigen::ArrayXd time(rows * copies);
+      for (Index k = 0; k < copies; ++k) time.segment(k * rows, rows) = r.time;
+      const torch::Tensor f = call(x_m, time, rows * copies, label);
+      check_output(f, rows * copies);
+      torch::Tensor prediction = f;
+      if (spec_.prediction != Parameterization::eps && spec_.prediction != Parameterization::x0)
+        prediction = repeated(r.on_x, copies, device_, dtype_).unsqueeze(1) * x_m + repeated(r.on_output, copies, device_, dtype_).unsqueeze(1) * f;
+      return repeated(map.on_x, copies, device_, dtype_).unsqueeze(1) * xs +
+             repeated(map.on_prediction, copies, device_, dtype_).unsqueeze(1) * prediction;
+    };
+  }
 
   void evaluate(const Batch& x, const PerSample& alpha, const PerSample& sigma, int label, Batch& out) const {
     const Index n = x.rows(), d = x.cols();

@@ -90,9 +90,10 @@ namespace diffode {
 // What the likelihood needs from a model beyond its predictions: the score, its exact divergence,
 // and score Jacobian-vector products J_s(x) v, at per-sample levels (alpha_n, sigma_n) as a
 // Predictor is asked (models/predictor.hpp). The exact mixture has all three in closed form; a
-// network with autograd implements score_and_divergence by D reverse passes (or refuses) and
-// score_and_jvps by forward-mode (or double-backward) products. Both return the score of the same
-// call so that one evaluation of the model serves the drift and its divergence.
+// network (experiments/run/likelihood.hpp's NetworkDivergence) gives score_and_divergence by D
+// reverse-mode products and score_and_jvps by vector-Jacobian products v^T J_s, which give every
+// quadratic form v^T J_s v the estimators integrate. Both return the score of the same call so that
+// one evaluation of the model serves the drift and its divergence.
 class DivergenceSource {
  public:
   virtual ~DivergenceSource() = default;
