@@ -263,8 +263,9 @@ inline __attribute__((always_inline)) void denoise_block(const LaneConstants<L>&
 // responsibilities resp[k * L + j], top[j] + log(total) to log_p (if wanted) and, if wanted,
 // the denoiser to den[d * L + j]. logit is K x L scratch.
 template <int L, int Dim>
-inline __attribute__((always_inline)) void group_kernel(const LaneConstants<L>& c, const double* xg, Index kk, Index dd_runtime, double* logit, double* resp,
-                  double* log_p, double* den) {
+inline __attribute__((always_inline)) void group_kernel(const LaneConstants<L>& c, const double* xg, Index kk,
+                                                        Index dd_runtime, double* logit, double* resp, double* log_p,
+                                                        double* den) {
   const Index dd = Dim > 0 ? Dim : dd_runtime;
   // Log-responsibilities up to log p.
   const Lanes<L> zero = {};
@@ -295,25 +296,28 @@ inline __attribute__((always_inline)) void group_kernel(const LaneConstants<L>& 
 // hence the same bits (tests/models/gaussian_mixture_test.cpp compares them), chosen once at run
 // time by what the CPU supports. The default build targets the SSE2 baseline, so that a binary runs
 // anywhere; before this, the machines it ran on spent half their vector width on nothing.
+// One register's width each: twice as many lanes (two registers per value) measured 1.5-2.5x slower
+// with GCC 12, which then moves the values through memory.
+constexpr int kBaselineLanes = 2, kAvx2Lanes = 4, kAvx512Lanes = 8;
 template <int L, int Dim>
 using GroupKernel = void (*)(const LaneConstants<L>&, const double*, Index, Index, double*, double*, double*, double*);
 
 template <int Dim>
-void group_kernel_baseline(const LaneConstants<2>& c, const double* xg, Index kk, Index dd, double* logit, double* resp,
-                           double* log_p, double* den) {
-  group_kernel<2, Dim>(c, xg, kk, dd, logit, resp, log_p, den);
+void group_kernel_baseline(const LaneConstants<kBaselineLanes>& c, const double* xg, Index kk, Index dd,
+                           double* logit, double* resp, double* log_p, double* den) {
+  group_kernel<kBaselineLanes, Dim>(c, xg, kk, dd, logit, resp, log_p, den);
 }
 #if DIFFODE_MIXTURE_X86_KERNELS
 template <int Dim>
-__attribute__((target("avx2"))) void group_kernel_avx2(const LaneConstants<4>& c, const double* xg, Index kk, Index dd,
+__attribute__((target("avx2"))) void group_kernel_avx2(const LaneConstants<kAvx2Lanes>& c, const double* xg, Index kk, Index dd,
                                                        double* logit, double* resp, double* log_p, double* den) {
-  group_kernel<4, Dim>(c, xg, kk, dd, logit, resp, log_p, den);
+  group_kernel<kAvx2Lanes, Dim>(c, xg, kk, dd, logit, resp, log_p, den);
 }
 template <int Dim>
-__attribute__((target("avx512f"))) void group_kernel_avx512(const LaneConstants<8>& c, const double* xg, Index kk,
+__attribute__((target("avx512f"))) void group_kernel_avx512(const LaneConstants<kAvx512Lanes>& c, const double* xg, Index kk,
                                                             Index dd, double* logit, double* resp, double* log_p,
                                                             double* den) {
-  group_kernel<8, Dim>(c, xg, kk, dd, logit, resp, log_p, den);
+  group_kernel<kAvx512Lanes, Dim>(c, xg, kk, dd, logit, resp, log_p, den);
 }
 #endif
 
@@ -341,22 +345,33 @@ void evaluate_rows(GroupKernel<L, Dim> kernel, const Batch& x, const PerSample& 
 
   for (Index row0 = 0; row0 < n; row0 += L) {
     const Index used = std::min<Index>(L, n - row0);
+    const double* rows[L];
     for (Index j = 0; j < L; ++j) {
       const Index row = row0 + std::min(j, used - 1);
       if (!level[j].matches(alpha[row], sigma[row])) {
         level[j].compute(log_weights, means, variances, alpha[row], sigma[row]);
         lanes.set(j, level[j]);
       }
-      for (Index d = 0; d < dd; ++d) xg[d * L + j] = x.data()[row * dd + d];
+      rows[j] = x.data() + row * dd;
     }
+    // The transposition, lanes innermost: each xg line written whole.
+    for (Index d = 0; d < dd; ++d)
+      for (Index j = 0; j < L; ++j) xg[d * L + j] = rows[j][d];
     kernel(lanes, xg.data(), kk, dd, logit.data(), resp.data(), out.log_prob ? log_p : nullptr,
            out.denoised ? den.data() : nullptr);
 
+    if (out.denoised) {
+      double* rows_out = out.denoised->data() + row0 * dd;
+      if (used == L)
+        for (Index d = 0; d < dd; ++d)
+          for (Index j = 0; j < L; ++j) rows_out[j * dd + d] = den[d * L + j];
+      else
+        for (Index j = 0; j < used; ++j)
+          for (Index d = 0; d < dd; ++d) rows_out[j * dd + d] = den[d * L + j];
+    }
     for (Index j = 0; j < used; ++j) {
       const Index row = row0 + j;
       if (out.log_prob) (*out.log_prob)[row] = log_p[j];
-      if (out.denoised)
-        for (Index d = 0; d < dd; ++d) out.denoised->data()[row * dd + d] = den[d * L + j];
       if (!need_score) continue;
 
       const LevelConstants& c = level[j];
@@ -426,12 +441,12 @@ void evaluate_dispatch(const Batch& x, const PerSample& alpha, const PerSample& 
   switch (mixture_kernel()) {
 #if DIFFODE_MIXTURE_X86_KERNELS
     case MixtureKernel::avx512:
-      return evaluate_rows<8, Dim>(group_kernel_avx512<Dim>, x, alpha, sigma, out, log_weights, means, variances);
+      return evaluate_rows<kAvx512Lanes, Dim>(group_kernel_avx512<Dim>, x, alpha, sigma, out, log_weights, means, variances);
     case MixtureKernel::avx2:
-      return evaluate_rows<4, Dim>(group_kernel_avx2<Dim>, x, alpha, sigma, out, log_weights, means, variances);
+      return evaluate_rows<kAvx2Lanes, Dim>(group_kernel_avx2<Dim>, x, alpha, sigma, out, log_weights, means, variances);
 #endif
     default:
-      return evaluate_rows<2, Dim>(group_kernel_baseline<Dim>, x, alpha, sigma, out, log_weights, means, variances);
+      return evaluate_rows<kBaselineLanes, Dim>(group_kernel_baseline<Dim>, x, alpha, sigma, out, log_weights, means, variances);
   }
 }
 
