@@ -349,7 +349,14 @@ void evaluate_rows(GroupKernel<L, Dim> kernel, const Batch& x, const PerSample& 
     for (Index j = 0; j < L; ++j) {
       const Index row = row0 + std::min(j, used - 1);
       if (!level[j].matches(alpha[row], sigma[row])) {
-        level[j].compute(log_weights, means, variances, alpha[row], sigma[row]);
+        // Copied from a lane that already holds this level (all of them, when the batch shares
+        // one): the same numbers without K x D more logarithms and divisions per lane and call.
+        Index from = 0;
+        while (from < j && !level[from].matches(alpha[row], sigma[row])) ++from;
+        if (from < j)
+          level[j] = level[from];
+        else
+          level[j].compute(log_weights, means, variances, alpha[row], sigma[row]);
         lanes.set(j, level[j]);
       }
       rows[j] = x.data() + row * dd;

@@ -141,9 +141,9 @@ for spec in "euler_ancestral per_step 1.5" "dpmpp_2m_sde per_step 1.5" "euler_an
   row "stochastic / dpmpp_2m time, D16 K10" "$sampler, noise = $noise" "$ratio" "<= $target" "$(verdict "$ratio" "<=" "$target")" "$detail"
 done
 
-# 3. The mixture evaluation alone (one thread, blocks of 1024 rows).
+# 3. The mixture evaluation alone (one thread, calls of 256 rows: the default [run] block_rows).
 if [[ -x $BUILD/mixture_bench ]]; then
-  "$BUILD/mixture_bench" --benchmark_filter='rows:1024/kernel:[01]$' --benchmark_min_time=0.3 \
+  "$BUILD/mixture_bench" --benchmark_filter='rows:256/kernel:[01]$' --benchmark_min_time=0.3 \
     --benchmark_format=json > "$TMP/mixture.json" 2> /dev/null
   while IFS='|' read -r shape pct speedup kernel gflops; do
     row "mixture evaluation, % of FP64 peak (1 core)" "$shape" "$pct" ">= 40" "$(verdict "$pct" ">=" 40)" \
