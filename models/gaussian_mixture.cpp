@@ -294,7 +294,7 @@ inline __attribute__((always_inline)) void group_kernel(const LaneConstants<L>& 
 // group_kernel compiled for each instruction set (x86-64: the SSE2 baseline, AVX2, AVX-512F), at
 // the lane count of its widest register: the same source and the same operations in the same order,
 // hence the same bits (tests/models/gaussian_mixture_test.cpp compares them), chosen once at run
-// time by what the CPU supports. The default build targets the SSE2 baseline, so that a binary runs
+// time (best_kernel below). The default build targets the SSE2 baseline, so that a binary runs
 // anywhere; before this, the machines it ran on spent half their vector width on nothing.
 // One register's width each: twice as many lanes (two registers per value) measured 1.5-2.5x slower
 // with GCC 12, which then moves the values through memory.
@@ -430,11 +430,13 @@ void evaluate_rows(GroupKernel<L, Dim> kernel, const Batch& x, const PerSample& 
   }
 }
 
-// The kernel in use: the widest the CPU supports unless set_mixture_kernel forced one.
+// The kernel in use unless set_mixture_kernel forced one: AVX2 where the CPU has it. The AVX-512F
+// kernel is built and tested but not the default: on AMD Zen 4 (which executes 512-bit operations
+// as two 256-bit halves) it measured 10-25% slower than AVX2 for D16 and D64 and about 10% faster
+// for the 2-D ring (benchmarks/mixture_bench.cpp, results/benchmarks.md).
 MixtureKernel best_kernel() {
 #if DIFFODE_MIXTURE_X86_KERNELS
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f")) return MixtureKernel::avx512;
   if (__builtin_cpu_supports("avx2")) return MixtureKernel::avx2;
 #endif
   return MixtureKernel::baseline;
