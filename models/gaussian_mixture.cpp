@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <atomic>
 #include <bit>
 #include <cmath>
 #include <cstring>
@@ -13,6 +14,14 @@
 #include <numbers>
 #include <stdexcept>
 #include <vector>
+
+// The instruction-set variants of the lane kernels need GCC or Clang on x86-64 (target attributes,
+// __builtin_cpu_supports); elsewhere only the baseline is built.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define DIFFODE_MIXTURE_X86_KERNELS 1
+#else
+#define DIFFODE_MIXTURE_X86_KERNELS 0
+#endif
 
 namespace diffode {
 namespace {
@@ -56,29 +65,48 @@ void normals(std::uint64_t seed, std::uint32_t stream, std::uint64_t index, std:
   }
 }
 
-// A SIMD register's worth of doubles as one value (a GCC/Clang vector extension): two in the
-// default build (SSE2), four where AVX is enabled (-march=native); a width the ISA has no register
-// for would be emulated through memory. Rows are evaluated kLanes at a time, row j of a group in
-// lane j, every lane running the scalar algorithm's operations in the scalar algorithm's order: a
-// lane's arithmetic never mixes with another's, so a row's result is the same bits in whichever
-// lane (and batch) it sits. The last group is filled up with copies of the last row. Used only
-// inside function bodies: as a parameter or return type its ABI would depend on the ISA flags.
-#if defined(__AVX__)
-constexpr Index kLanes = 4;
-#else
-constexpr Index kLanes = 2;
-#endif
-typedef double Lanes __attribute__((vector_size(kLanes * sizeof(double))));
-typedef std::uint64_t LaneBits __attribute__((vector_size(kLanes * sizeof(double))));
+// A group of L doubles as one value (a GCC/Clang vector extension). Rows are evaluated L at a
+// time, row j of a group in lane j, every lane running the scalar algorithm's operations in the
+// scalar algorithm's order: a lane's arithmetic never mixes with another's, so a row's result is the
+// same bits in whichever lane (and batch) it sits, whatever L and whatever instruction set carries
+// the lanes (-ffp-contract=off: no fused multiply-adds). The last group is filled up with copies of
+// the last row. Used only inside function bodies: as a parameter or return type its ABI would
+// depend on the ISA flags.
+template <int L>
+struct LaneTypes;
+template <>
+struct LaneTypes<2> {
+  typedef double Lanes __attribute__((vector_size(16)));
+  typedef std::uint64_t Bits __attribute__((vector_size(16)));
+};
+template <>
+struct LaneTypes<4> {
+  typedef double Lanes __attribute__((vector_size(32)));
+  typedef std::uint64_t Bits __attribute__((vector_size(32)));
+};
+template <>
+struct LaneTypes<8> {
+  typedef double Lanes __attribute__((vector_size(64)));
+  typedef std::uint64_t Bits __attribute__((vector_size(64)));
+};
+template <int L>
+using Lanes = typename LaneTypes<L>::Lanes;
 
-inline __attribute__((always_inline)) Lanes load(const double* p) {
-  Lanes v;
+// Always inlined, so no vector ever crosses a call: GCC's note that returning one wider than the
+// default ISA's registers changes the ABI does not apply.
+#pragma GCC diagnostic ignored "-Wpsabi"
+template <int L>
+inline __attribute__((always_inline)) Lanes<L> load(const double* p) {
+  Lanes<L> v;
   std::memcpy(&v, p, sizeof v);
   return v;
 }
-inline __attribute__((always_inline)) void store(double* p, const Lanes& v) { std::memcpy(p, &v, sizeof v); }
+template <int L>
+inline __attribute__((always_inline)) void store(double* p, const Lanes<L>& v) {
+  std::memcpy(p, &v, sizeof v);
+}
 
-// out[0..kLanes) = exp(z[0..kLanes)) for z <= 0, within 1 ulp of std::exp. The responsibilities'
+// out[0..L) = exp(z[0..L)) for z <= 0, within 1 ulp of std::exp. The responsibilities'
 // exps were half the cost of an evaluation as scalar library calls.
 //   z = n ln 2 + r, n = round(z / ln 2), |r| <= ln(2) / 2 (Cody & Waite 1980, "Software Manual for
 //   the Elementary Functions", ch. 6: ln 2 split in a high part with trailing zero bits, so that
@@ -90,6 +118,7 @@ inline __attribute__((always_inline)) void store(double* p, const Lanes& v) { st
 // Below z = -708 (2^n would be subnormal) the result is taken as 0 instead of a value under
 // 2^-1021: a responsibility is exp(logit - top) with the top component's equal to 1, so a
 // component that small adds nothing to any sum the top one is in. -inf gives 0; NaN stays NaN.
+template <int L>
 inline __attribute__((always_inline)) void exp_lanes(const double* z_in, double* out) {
   constexpr double log2e = 1.4426950408889634074;
   constexpr double shifter = 0x1.8p52;
@@ -97,24 +126,24 @@ inline __attribute__((always_inline)) void exp_lanes(const double* z_in, double*
   constexpr double inv_fact[14] = {1.0,         1.0,          1.0 / 2,       1.0 / 6,        1.0 / 24,
                                    1.0 / 120,   1.0 / 720,    1.0 / 5040,    1.0 / 40320,    1.0 / 362880,
                                    1.0 / 3628800, 1.0 / 39916800, 1.0 / 479001600, 1.0 / 6227020800};
-  const Lanes z = load(z_in);
-  const Lanes t = z * log2e + shifter;
-  const Lanes n = t - shifter;
-  const Lanes r = (z - n * ln2_hi) - n * ln2_lo;
+  const Lanes<L> z = load<L>(z_in);
+  const Lanes<L> t = z * log2e + shifter;
+  const Lanes<L> n = t - shifter;
+  const Lanes<L> r = (z - n * ln2_hi) - n * ln2_lo;
   // Estrin's scheme: pairs, then pairs of pairs in r^2, r^4, r^8. Its dependency chain is four
   // multiply-adds deep where Horner's rule is thirteen.
-  const Lanes r2 = r * r, r4 = r2 * r2, r8 = r4 * r4;
-  Lanes a[7];
+  const Lanes<L> r2 = r * r, r4 = r2 * r2, r8 = r4 * r4;
+  Lanes<L> a[7];
   for (int j = 0; j < 7; ++j) a[j] = inv_fact[2 * j] + inv_fact[2 * j + 1] * r;
-  const Lanes b0 = a[0] + a[1] * r2, b1 = a[2] + a[3] * r2, b2 = a[4] + a[5] * r2, b3 = a[6];
-  const Lanes p = (b0 + b1 * r4) + (b2 + b3 * r4) * r8;
-  LaneBits bits;
+  const Lanes<L> b0 = a[0] + a[1] * r2, b1 = a[2] + a[3] * r2, b2 = a[4] + a[5] * r2, b3 = a[6];
+  const Lanes<L> p = (b0 + b1 * r4) + (b2 + b3 * r4) * r8;
+  typename LaneTypes<L>::Bits bits;
   std::memcpy(&bits, &t, sizeof t);
   bits = (bits - std::bit_cast<std::uint64_t>(shifter) + 1023u) << 52;  // the bits of 2^n
-  Lanes scale;
+  Lanes<L> scale;
   std::memcpy(&scale, &bits, sizeof bits);
-  const Lanes zero = {};
-  store(out, z < -708.0 ? zero : p * scale);  // NaN compares false: it stays NaN
+  const Lanes<L> zero = {};
+  store<L>(out, z < -708.0 ? zero : p * scale);  // NaN compares false: it stays NaN
 }
 
 // Everything about the components that depends on (alpha, sigma) only, flattened K x D.
@@ -162,24 +191,6 @@ struct LevelConstants {
   }
 };
 
-// The constants of a group's lanes interleaved, value i of lane j at [i * kLanes + j], so that
-// lane j of a vector load is lane j's own constant.
-struct LaneConstants {
-  std::vector<double> centre, precision, gain, offset, log_norm;
-  LaneConstants(Index k, Index d)
-      : centre(k * d * kLanes), precision(k * d * kLanes), gain(k * d * kLanes), offset(k * d * kLanes),
-        log_norm(k * kLanes) {}
-  void set(Index lane, const LevelConstants& c) {
-    for (std::size_t i = 0; i < c.centre.size(); ++i) {
-      centre[i * kLanes + lane] = c.centre[i];
-      precision[i * kLanes + lane] = c.precision[i];
-      gain[i * kLanes + lane] = c.gain[i];
-      offset[i * kLanes + lane] = c.offset[i];
-    }
-    for (std::size_t k = 0; k < c.log_norm.size(); ++k) log_norm[k * kLanes + lane] = c.log_norm[k];
-  }
-};
-
 void check_levels(const Batch& x, const PerSample& alpha, const PerSample& sigma, Index dims) {
   if (x.cols() != dims)
     throw std::invalid_argument(fmt::format("GaussianMixture: x has {} columns, the mixture {} dimensions", x.cols(), dims));
@@ -188,25 +199,44 @@ void check_levels(const Batch& x, const PerSample& alpha, const PerSample& sigma
                                             alpha.size(), sigma.size()));
 }
 
+// The constants of a group's lanes interleaved, value i of lane j at [i * L + j], so that
+// lane j of a vector load is lane j's own constant.
+template <int L>
+struct LaneConstants {
+  std::vector<double> centre, precision, gain, offset, log_norm;
+  LaneConstants(Index k, Index d)
+      : centre(k * d * L), precision(k * d * L), gain(k * d * L), offset(k * d * L),
+        log_norm(k * L) {}
+  void set(Index lane, const LevelConstants& c) {
+    for (std::size_t i = 0; i < c.centre.size(); ++i) {
+      centre[i * L + lane] = c.centre[i];
+      precision[i * L + lane] = c.precision[i];
+      gain[i * L + lane] = c.gain[i];
+      offset[i * L + lane] = c.offset[i];
+    }
+    for (std::size_t k = 0; k < c.log_norm.size(); ++k) log_norm[k * L + lane] = c.log_norm[k];
+  }
+};
+
 // Quadratic forms q_k = |x - m_k|^2_{1/v_k} of components k0 .. k0 + B - 1 for a group of rows,
 // each summed over d in order; B of them advance together so that B independent sums are in
 // flight (one alone is a chain of dependent additions). Then logit_k = log_norm_k - q_k / 2 and the
 // running maximum over components, in component order.
-template <int B, int Dim>
-inline __attribute__((always_inline)) void logits_block(const LaneConstants& c, const double* xg, Index k0, Index dd,
-                                                        double* logit, Lanes& top) {
-  Lanes q[B] = {};
+template <int L, int B, int Dim>
+inline __attribute__((always_inline)) void logits_block(const LaneConstants<L>& c, const double* xg, Index k0, Index dd,
+                                                        double* logit, Lanes<L>& top) {
+  Lanes<L> q[B] = {};
   for (Index d = 0; d < (Dim > 0 ? Dim : dd); ++d) {
-    const Lanes xv = load(xg + d * kLanes);
+    const Lanes<L> xv = load<L>(xg + d * L);
     for (int u = 0; u < B; ++u) {
-      const Index i = ((k0 + u) * dd + d) * kLanes;
-      const Lanes diff = xv - load(c.centre.data() + i);
-      q[u] += diff * diff * load(c.precision.data() + i);
+      const Index i = ((k0 + u) * dd + d) * L;
+      const Lanes<L> diff = xv - load<L>(c.centre.data() + i);
+      q[u] += diff * diff * load<L>(c.precision.data() + i);
     }
   }
   for (int u = 0; u < B; ++u) {
-    const Lanes l = load(c.log_norm.data() + (k0 + u) * kLanes) - 0.5 * q[u];
-    store(logit + (k0 + u) * kLanes, l);
+    const Lanes<L> l = load<L>(c.log_norm.data() + (k0 + u) * L) - 0.5 * q[u];
+    store<L>(logit + (k0 + u) * L, l);
     top = top < l ? l : top;  // std::max(top, l): a NaN logit leaves top alone, as the scalar max
   }
 }
@@ -214,59 +244,91 @@ inline __attribute__((always_inline)) void logits_block(const LaneConstants& c, 
 // D_d = sum_k r_k b_kd + x_d sum_k r_k g_kd for dimensions d0 .. d0 + B - 1, each sum over k in
 // order: sum_k r_k (mu_k + g_k (x - m_k)) with two multiply-adds per (k, d) instead of five
 // operations.
-template <int B>
-inline __attribute__((always_inline)) void denoise_block(const LaneConstants& c, const double* xg, const double* resp,
+template <int L, int B>
+inline __attribute__((always_inline)) void denoise_block(const LaneConstants<L>& c, const double* xg, const double* resp,
                                                          Index kk, Index dd, Index d0, double* den) {
-  Lanes sum_b[B] = {}, sum_g[B] = {};
+  Lanes<L> sum_b[B] = {}, sum_g[B] = {};
   for (Index k = 0; k < kk; ++k) {
-    const Lanes r = load(resp + k * kLanes);
+    const Lanes<L> r = load<L>(resp + k * L);
     for (int u = 0; u < B; ++u) {
-      const Index i = (k * dd + d0 + u) * kLanes;
-      sum_b[u] += r * load(c.offset.data() + i);
-      sum_g[u] += r * load(c.gain.data() + i);
+      const Index i = (k * dd + d0 + u) * L;
+      sum_b[u] += r * load<L>(c.offset.data() + i);
+      sum_g[u] += r * load<L>(c.gain.data() + i);
     }
   }
-  for (int u = 0; u < B; ++u) store(den + (d0 + u) * kLanes, sum_b[u] + sum_g[u] * load(xg + (d0 + u) * kLanes));
+  for (int u = 0; u < B; ++u) store<L>(den + (d0 + u) * L, sum_b[u] + sum_g[u] * load<L>(xg + (d0 + u) * L));
 }
 
-// One group of kLanes rows, lane-interleaved: xg[d * kLanes + j] is x_d of row j. Writes the
-// responsibilities resp[k * kLanes + j], top[j] + log(total) to log_p (if wanted) and, if wanted,
-// the denoiser to den[d * kLanes + j]. logit is K x kLanes scratch.
-template <int Dim>
-void group_kernel(const LaneConstants& c, const double* xg, Index kk, Index dd_runtime, double* logit, double* resp,
-                  double* log_p, double* den) {
+// One group of L rows, lane-interleaved: xg[d * L + j] is x_d of row j. Writes the
+// responsibilities resp[k * L + j], top[j] + log(total) to log_p (if wanted) and, if wanted,
+// the denoiser to den[d * L + j]. logit is K x L scratch.
+template <int L, int Dim>
+inline __attribute__((always_inline)) void group_kernel(const LaneConstants<L>& c, const double* xg, Index kk,
+                                                        Index dd_runtime, double* logit, double* resp, double* log_p,
+                                                        double* den) {
   const Index dd = Dim > 0 ? Dim : dd_runtime;
   // Log-responsibilities up to log p.
-  const Lanes zero = {};
-  Lanes top = zero - std::numeric_limits<double>::infinity();
+  const Lanes<L> zero = {};
+  Lanes<L> top = zero - std::numeric_limits<double>::infinity();
   Index k = 0;
-  for (; k + 4 <= kk; k += 4) logits_block<4, Dim>(c, xg, k, dd, logit, top);
-  for (; k < kk; ++k) logits_block<1, Dim>(c, xg, k, dd, logit, top);
+  for (; k + 4 <= kk; k += 4) logits_block<L, 4, Dim>(c, xg, k, dd, logit, top);
+  for (; k < kk; ++k) logits_block<L, 1, Dim>(c, xg, k, dd, logit, top);
   // Then log-sum-exp; components in order.
-  Lanes total = {};
+  Lanes<L> total = {};
   for (k = 0; k < kk; ++k) {
-    store(logit + k * kLanes, load(logit + k * kLanes) - top);
-    exp_lanes(logit + k * kLanes, resp + k * kLanes);
-    total += load(resp + k * kLanes);
+    store<L>(logit + k * L, load<L>(logit + k * L) - top);
+    exp_lanes<L>(logit + k * L, resp + k * L);
+    total += load<L>(resp + k * L);
   }
-  const Lanes inv_total = 1.0 / total;
-  for (k = 0; k < kk; ++k) store(resp + k * kLanes, load(resp + k * kLanes) * inv_total);
+  const Lanes<L> inv_total = 1.0 / total;
+  for (k = 0; k < kk; ++k) store<L>(resp + k * L, load<L>(resp + k * L) * inv_total);
   if (log_p)
-    for (Index j = 0; j < kLanes; ++j) log_p[j] = top[j] + std::log(total[j]);
+    for (Index j = 0; j < L; ++j) log_p[j] = top[j] + std::log(total[j]);
   if (den) {
     Index d = 0;
-    for (; d + 4 <= dd; d += 4) denoise_block<4>(c, xg, resp, kk, dd, d, den);
-    for (; d < dd; ++d) denoise_block<1>(c, xg, resp, kk, dd, d, den);
+    for (; d + 4 <= dd; d += 4) denoise_block<L, 4>(c, xg, resp, kk, dd, d, den);
+    for (; d < dd; ++d) denoise_block<L, 1>(c, xg, resp, kk, dd, d, den);
   }
 }
+
+// group_kernel compiled for each instruction set (x86-64: the SSE2 baseline, AVX2, AVX-512F), at
+// the lane count of its widest register: the same source and the same operations in the same order,
+// hence the same bits (tests/models/gaussian_mixture_test.cpp compares them), chosen once at run
+// time (best_kernel below). The default build targets the SSE2 baseline, so that a binary runs
+// anywhere; before this, the machines it ran on spent half their vector width on nothing.
+// One register's width each: twice as many lanes (two registers per value) measured 1.5-2.5x slower
+// with GCC 12, which then moves the values through memory.
+constexpr int kBaselineLanes = 2, kAvx2Lanes = 4, kAvx512Lanes = 8;
+template <int L, int Dim>
+using GroupKernel = void (*)(const LaneConstants<L>&, const double*, Index, Index, double*, double*, double*, double*);
+
+template <int Dim>
+void group_kernel_baseline(const LaneConstants<kBaselineLanes>& c, const double* xg, Index kk, Index dd,
+                           double* logit, double* resp, double* log_p, double* den) {
+  group_kernel<kBaselineLanes, Dim>(c, xg, kk, dd, logit, resp, log_p, den);
+}
+#if DIFFODE_MIXTURE_X86_KERNELS
+template <int Dim>
+__attribute__((target("avx2"))) void group_kernel_avx2(const LaneConstants<kAvx2Lanes>& c, const double* xg, Index kk, Index dd,
+                                                       double* logit, double* resp, double* log_p, double* den) {
+  group_kernel<kAvx2Lanes, Dim>(c, xg, kk, dd, logit, resp, log_p, den);
+}
+template <int Dim>
+__attribute__((target("avx512f"))) void group_kernel_avx512(const LaneConstants<kAvx512Lanes>& c, const double* xg, Index kk,
+                                                            Index dd, double* logit, double* resp, double* log_p,
+                                                            double* den) {
+  group_kernel<kAvx512Lanes, Dim>(c, xg, kk, dd, logit, resp, log_p, den);
+}
+#endif
 
 // The per-row work of GaussianMixture::evaluate. Dim > 0 fixes the dimension at compile time so
 // that the inner loops of the small problems (the 2-D ring) unroll; Dim = 0 reads it at run time.
-// Responsibilities, log p and the denoiser come from group_kernel, kLanes rows at a time; the
+// Responsibilities, log p and the denoiser come from group_kernel, L rows at a time; the
 // score, divergence and Jacobian-vector product then walk each row on its own.
-template <int Dim>
-void evaluate_rows(const Batch& x, const PerSample& alpha, const PerSample& sigma, const GaussianMixture::Outputs& out,
-                   const Eigen::ArrayXd& log_weights, const Batch& means, const Batch& variances) {
+template <int L, int Dim>
+void evaluate_rows(GroupKernel<L, Dim> kernel, const Batch& x, const PerSample& alpha, const PerSample& sigma,
+                   const GaussianMixture::Outputs& out, const Eigen::ArrayXd& log_weights, const Batch& means,
+                   const Batch& variances) {
   const Index n = x.rows(), kk = means.rows();
   const Index dd = Dim > 0 ? Dim : means.cols();
   const bool want_score = out.score != nullptr, want_div = out.divergence != nullptr, want_jvp = out.jvp != nullptr;
@@ -276,36 +338,54 @@ void evaluate_rows(const Batch& x, const PerSample& alpha, const PerSample& sigm
   // its output rows is written, so an output may alias x (score or denoiser in place). Each lane
   // keeps the constants of its last level: they are recomputed when a lane's level changes, i.e.
   // once per call when the whole batch shares one level.
-  std::vector<LevelConstants> level(kLanes, LevelConstants(kk, dd));
-  LaneConstants lanes(kk, dd);
-  std::vector<double> xg(dd * kLanes), logit(kk * kLanes), resp(kk * kLanes), den(dd * kLanes), xr(dd), s(dd), acc(dd);
-  double log_p[kLanes];
+  std::vector<LevelConstants> level(L, LevelConstants(kk, dd));
+  LaneConstants<L> lanes(kk, dd);
+  std::vector<double> xg(dd * L), logit(kk * L), resp(kk * L), den(dd * L), xr(dd), s(dd), acc(dd);
+  double log_p[L];
 
-  for (Index row0 = 0; row0 < n; row0 += kLanes) {
-    const Index used = std::min(kLanes, n - row0);
-    for (Index j = 0; j < kLanes; ++j) {
+  for (Index row0 = 0; row0 < n; row0 += L) {
+    const Index used = std::min<Index>(L, n - row0);
+    const double* rows[L];
+    for (Index j = 0; j < L; ++j) {
       const Index row = row0 + std::min(j, used - 1);
       if (!level[j].matches(alpha[row], sigma[row])) {
-        level[j].compute(log_weights, means, variances, alpha[row], sigma[row]);
+        // Copied from a lane that already holds this level (all of them, when the batch shares
+        // one): the same numbers without K x D more logarithms and divisions per lane and call.
+        Index from = 0;
+        while (from < j && !level[from].matches(alpha[row], sigma[row])) ++from;
+        if (from < j)
+          level[j] = level[from];
+        else
+          level[j].compute(log_weights, means, variances, alpha[row], sigma[row]);
         lanes.set(j, level[j]);
       }
-      for (Index d = 0; d < dd; ++d) xg[d * kLanes + j] = x.data()[row * dd + d];
+      rows[j] = x.data() + row * dd;
     }
-    group_kernel<Dim>(lanes, xg.data(), kk, dd, logit.data(), resp.data(), out.log_prob ? log_p : nullptr,
-                      out.denoised ? den.data() : nullptr);
+    // The transposition, lanes innermost: each xg line written whole.
+    for (Index d = 0; d < dd; ++d)
+      for (Index j = 0; j < L; ++j) xg[d * L + j] = rows[j][d];
+    kernel(lanes, xg.data(), kk, dd, logit.data(), resp.data(), out.log_prob ? log_p : nullptr,
+           out.denoised ? den.data() : nullptr);
 
+    if (out.denoised) {
+      double* rows_out = out.denoised->data() + row0 * dd;
+      if (used == L)
+        for (Index d = 0; d < dd; ++d)
+          for (Index j = 0; j < L; ++j) rows_out[j * dd + d] = den[d * L + j];
+      else
+        for (Index j = 0; j < used; ++j)
+          for (Index d = 0; d < dd; ++d) rows_out[j * dd + d] = den[d * L + j];
+    }
     for (Index j = 0; j < used; ++j) {
       const Index row = row0 + j;
       if (out.log_prob) (*out.log_prob)[row] = log_p[j];
-      if (out.denoised)
-        for (Index d = 0; d < dd; ++d) out.denoised->data()[row * dd + d] = den[d * kLanes + j];
       if (!need_score) continue;
 
       const LevelConstants& c = level[j];
-      for (Index d = 0; d < dd; ++d) xr[d] = xg[d * kLanes + j];
+      for (Index d = 0; d < dd; ++d) xr[d] = xg[d * L + j];
       std::fill(s.begin(), s.end(), 0.0);
       for (Index k = 0; k < kk; ++k) {
-        const double r = resp[k * kLanes + j];
+        const double r = resp[k * L + j];
         if (r == 0.0) continue;  // underflowed: contributes exactly nothing
         const double* m = c.centre.data() + k * dd;
         const double* p = c.precision.data() + k * dd;
@@ -317,7 +397,7 @@ void evaluate_rows(const Batch& x, const PerSample& alpha, const PerSample& sigm
         // sum_k r_k (|s_k - s|^2 - tr(1/v_k)), s_k = -(x - m_k) / v_k
         double div = 0.0;
         for (Index k = 0; k < kk; ++k) {
-          const double r = resp[k * kLanes + j];
+          const double r = resp[k * L + j];
           if (r == 0.0) continue;
           const double* m = c.centre.data() + k * dd;
           const double* p = c.precision.data() + k * dd;
@@ -336,7 +416,7 @@ void evaluate_rows(const Batch& x, const PerSample& alpha, const PerSample& sigm
         const double* v = out.jvp_direction->data() + row * dd;
         std::fill(acc.begin(), acc.end(), 0.0);
         for (Index k = 0; k < kk; ++k) {
-          const double r = resp[k * kLanes + j];
+          const double r = resp[k * L + j];
           if (r == 0.0) continue;
           const double* m = c.centre.data() + k * dd;
           const double* p = c.precision.data() + k * dd;
@@ -350,7 +430,68 @@ void evaluate_rows(const Batch& x, const PerSample& alpha, const PerSample& sigm
   }
 }
 
+// The kernel in use unless set_mixture_kernel forced one: AVX2 where the CPU has it. The AVX-512F
+// kernel is built and tested but not the default: on AMD Zen 4 (which executes 512-bit operations
+// as two 256-bit halves) it measured 10-25% slower than AVX2 for D16 and D64 and about 10% faster
+// for the 2-D ring (benchmarks/mixture_bench.cpp, results/benchmarks.md).
+MixtureKernel best_kernel() {
+#if DIFFODE_MIXTURE_X86_KERNELS
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx2")) return MixtureKernel::avx2;
+#endif
+  return MixtureKernel::baseline;
+}
+std::atomic<MixtureKernel> forced_kernel{MixtureKernel::automatic};
+
+template <int Dim>
+void evaluate_dispatch(const Batch& x, const PerSample& alpha, const PerSample& sigma,
+                       const GaussianMixture::Outputs& out, const Eigen::ArrayXd& log_weights, const Batch& means,
+                       const Batch& variances) {
+  switch (mixture_kernel()) {
+#if DIFFODE_MIXTURE_X86_KERNELS
+    case MixtureKernel::avx512:
+      return evaluate_rows<kAvx512Lanes, Dim>(group_kernel_avx512<Dim>, x, alpha, sigma, out, log_weights, means, variances);
+    case MixtureKernel::avx2:
+      return evaluate_rows<kAvx2Lanes, Dim>(group_kernel_avx2<Dim>, x, alpha, sigma, out, log_weights, means, variances);
+#endif
+    default:
+      return evaluate_rows<kBaselineLanes, Dim>(group_kernel_baseline<Dim>, x, alpha, sigma, out, log_weights, means, variances);
+  }
+}
+
 }  // namespace
+
+MixtureKernel mixture_kernel() {
+  static const MixtureKernel best = best_kernel();
+  const MixtureKernel forced = forced_kernel.load(std::memory_order_relaxed);
+  return forced == MixtureKernel::automatic ? best : forced;
+}
+
+bool set_mixture_kernel(MixtureKernel kernel) {
+  const bool available = [&] {
+    switch (kernel) {
+      case MixtureKernel::automatic:
+      case MixtureKernel::baseline: return true;
+#if DIFFODE_MIXTURE_X86_KERNELS
+      case MixtureKernel::avx2: __builtin_cpu_init(); return __builtin_cpu_supports("avx2") != 0;
+      case MixtureKernel::avx512: __builtin_cpu_init(); return __builtin_cpu_supports("avx512f") != 0;
+#endif
+      default: return false;
+    }
+  }();
+  if (available) forced_kernel.store(kernel, std::memory_order_relaxed);
+  return available;
+}
+
+const char* to_string(MixtureKernel kernel) {
+  switch (kernel) {
+    case MixtureKernel::automatic: return "automatic";
+    case MixtureKernel::baseline: return "baseline";
+    case MixtureKernel::avx2: return "avx2";
+    case MixtureKernel::avx512: return "avx512f";
+  }
+  return "unknown";
+}
 
 GaussianMixture::GaussianMixture(Eigen::ArrayXd weights, Batch means, Batch variances)
     : weights_(std::move(weights)), means_(std::move(means)), variances_(std::move(variances)) {
@@ -450,10 +591,10 @@ void GaussianMixture::evaluate(const Batch& x, const PerSample& alpha, const Per
   if (out.jvp && (out.jvp->rows() != n || out.jvp->cols() != dd)) out.jvp->resize(n, dd);
 
   switch (dd) {
-    case 1: evaluate_rows<1>(x, alpha, sigma, out, log_weights_, means_, variances_); break;
-    case 2: evaluate_rows<2>(x, alpha, sigma, out, log_weights_, means_, variances_); break;
-    case 3: evaluate_rows<3>(x, alpha, sigma, out, log_weights_, means_, variances_); break;
-    default: evaluate_rows<0>(x, alpha, sigma, out, log_weights_, means_, variances_); break;
+    case 1: evaluate_dispatch<1>(x, alpha, sigma, out, log_weights_, means_, variances_); break;
+    case 2: evaluate_dispatch<2>(x, alpha, sigma, out, log_weights_, means_, variances_); break;
+    case 3: evaluate_dispatch<3>(x, alpha, sigma, out, log_weights_, means_, variances_); break;
+    default: evaluate_dispatch<0>(x, alpha, sigma, out, log_weights_, means_, variances_); break;
   }
 }
 

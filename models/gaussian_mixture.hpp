@@ -102,6 +102,17 @@ class GaussianMixture {
   Batch variances_;  // K x D
 };
 
+// The instruction set of the lane kernels behind GaussianMixture::evaluate (log p, responsibilities
+// and the denoiser): the baseline (SSE2 on x86-64, 2 lanes), AVX2 (4 lanes) or AVX-512F (8 lanes).
+// Every one gives the same bits (same operations, same order, no fused multiply-adds); by default
+// AVX2 is used where the CPU has it (AVX-512F measured slower on the CPUs at hand), else the baseline. set_mixture_kernel forces one (automatic: back to the
+// default), for the test that compares them and for benchmarks; it returns false, changing nothing,
+// when the CPU or the build lacks it. Process-wide.
+enum class MixtureKernel { automatic, baseline, avx2, avx512 };
+MixtureKernel mixture_kernel();  // the one in use (never automatic)
+bool set_mixture_kernel(MixtureKernel kernel);
+const char* to_string(MixtureKernel kernel);
+
 // The exact mixture as a predictor: its native output is the denoiser (x0), computed directly
 // (see above), from which eps, v, score and flow follow by predictor.hpp's conversions.
 class MixturePredictor final : public Predictor<Batch> {

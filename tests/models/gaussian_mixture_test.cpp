@@ -7,7 +7,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -335,6 +337,69 @@ TEST(GaussianMixture, EvaluationIsIndependentOfTheBatchAndOfOtherRowsLevels) {
   Batch in_place = x;
   m.score(in_place, a, s, in_place);
   EXPECT_EQ((in_place - score).abs().maxCoeff(), 0.0);
+}
+
+// Every instruction-set kernel of evaluate() gives the baseline's bits: on several shapes (the
+// compile-time dimensions 1-3 and run-time ones), row counts that leave partial lane groups, rows
+// whose levels change from row to row or are shared, and points far in the tails (responsibilities
+// that underflow to 0, the exp's cut-off at -708).
+TEST(GaussianMixture, EveryKernelGivesTheBaselineBits) {
+  struct Shape {
+    Index dims, components;
+  };
+  std::vector<MixtureKernel> others;
+  for (MixtureKernel k : {MixtureKernel::avx2, MixtureKernel::avx512})
+    if (set_mixture_kernel(k)) others.push_back(k);
+  ASSERT_TRUE(set_mixture_kernel(MixtureKernel::automatic));
+  const MixtureKernel best = mixture_kernel();
+  EXPECT_NE(best, MixtureKernel::automatic);
+  const bool avx2 = std::find(others.begin(), others.end(), MixtureKernel::avx2) != others.end();
+  EXPECT_EQ(best, avx2 ? MixtureKernel::avx2 : MixtureKernel::baseline);  // the documented default
+  if (others.empty()) GTEST_SKIP() << "this CPU runs only the baseline kernel";
+
+  for (const Shape shape : {Shape{1, 3}, Shape{2, 8}, Shape{3, 5}, Shape{5, 7}, Shape{16, 10}, Shape{64, 4}, Shape{13, 1}}) {
+    const auto m = GaussianMixture::random_diagonal(shape.dims, shape.components, 3);
+    for (const bool shared_level : {false, true}) {
+      const Index n = 37;  // not a multiple of any lane count
+      Batch x = m.sample_marginal(0.7, 2.0, n, 8);
+      x.row(3) *= 40.0;  // far out: every component's responsibility but one underflows
+      x.row(n - 1).setConstant(1e3);
+      PerSample a(n), s(n);
+      for (Index i = 0; i < n; ++i) {
+        const Level l = shared_level ? kLevels[2] : kLevels[(i * 5 + i / 3) % kLevels.size()];
+        a[i] = l.alpha;
+        s[i] = l.sigma;
+      }
+      const Batch v = m.sample(n, 9);
+      struct Results {
+        PerSample lp, div;
+        Batch score, den, jvp;
+      };
+      auto run = [&](MixtureKernel kernel) {
+        EXPECT_TRUE(set_mixture_kernel(kernel));
+        Results r;
+        m.evaluate(x, a, s, {.log_prob = &r.lp, .score = &r.score, .denoised = &r.den, .divergence = &r.div,
+                             .jvp_direction = &v, .jvp = &r.jvp});
+        Batch den_only;
+        m.denoise(x, a, s, den_only);  // the denoiser alone takes the kernel's other branch
+        EXPECT_EQ(std::memcmp(den_only.data(), r.den.data(), sizeof(double) * n * m.dims()), 0);
+        return r;
+      };
+      const Results base = run(MixtureKernel::baseline);
+      for (MixtureKernel kernel : others) {
+        const Results r = run(kernel);
+        const std::string what = std::string(to_string(kernel)) + " D = " + std::to_string(shape.dims) +
+                                 " K = " + std::to_string(shape.components) + (shared_level ? " shared" : " mixed");
+        auto same = [&](const auto& p, const auto& q) { return std::memcmp(p.data(), q.data(), sizeof(double) * p.size()) == 0; };
+        EXPECT_TRUE(same(base.lp, r.lp)) << what;
+        EXPECT_TRUE(same(base.div, r.div)) << what;
+        EXPECT_TRUE(same(base.score, r.score)) << what;
+        EXPECT_TRUE(same(base.den, r.den)) << what;
+        EXPECT_TRUE(same(base.jvp, r.jvp)) << what;
+      }
+    }
+  }
+  ASSERT_TRUE(set_mixture_kernel(MixtureKernel::automatic));
 }
 
 TEST(GaussianMixture, RejectsInvalidInput) {

@@ -1,0 +1,220 @@
+#!/usr/bin/env bash
+# diffode's speed against its baselines, printed as one table of ratios (absolute times beside them):
+#   1. `diffode sample` (the whole command: start-up, sampling, HDF5 written) against the
+#      hand-written OpenMP loop of benchmarks/handwritten_mixture_loop.cpp at the same thread count:
+#      DPM-Solver++(2M), 20 Karras steps, N samples, float64, shapes D2/K8, D16/K10, D64/K4
+#      (diagonal; the loop's mixture is isotropic);
+#   2. stochastic samplers (euler_ancestral, dpmpp_2m_sde) against dpm_solver_pp_2m (dpmpp_2m) at
+#      equal NFE on D16/K10, with the default per-step noise and with noise = "brownian";
+#   3. the mixture evaluation's arithmetic rate against the FP64 peak assumed in
+#      benchmarks/mixture_bench.cpp, and its run-time kernel against the SSE2 baseline;
+#   4. the torch-state path against the Eigen one (benchmarks/sampling_torch_bench.cpp), if built;
+#   5. with --mpi: `diffode sweep experiments/quick.toml` on 1, 2 and 4 MPI ranks (one thread each).
+# Each timing is the fastest of --repeat runs, the two sides of a ratio alternating, so that a
+# shared machine's load falls on both; the Brownian runs, slow, are timed once.
+#
+# Usage: scripts/bench.sh [--build DIR] [--threads T] [--samples N] [--repeat R] [--mpi]
+#   --build DIR  an existing Release build folder (with experiments/diffode and mixture_bench);
+#                default: configure and build build-bench/ (LibTorch off) with only those targets
+#   --threads T  threads of the sampling command and of the loop (default: all cores)
+#   --samples N  samples per run (default 65536)
+#   --repeat R   timings per measurement (default 3)
+#   --mpi        also the MPI rows (about a minute per rank count on 2 cores)
+# Takes about 3 minutes on 2 cores without --mpi (most of it the Brownian runs).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BUILD="" THREADS=$(nproc) SAMPLES=65536 REPEAT=3 MPI=0
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --build) BUILD=$(cd "$2" && pwd); shift 2 ;;
+    --threads) THREADS=$2; shift 2 ;;
+    --samples) SAMPLES=$2; shift 2 ;;
+    --repeat) REPEAT=$2; shift 2 ;;
+    --mpi) MPI=1; shift ;;
+    -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "bench.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+if [[ -z $BUILD ]]; then
+  BUILD=$ROOT/build-bench
+  if [[ ! -f $BUILD/build.ninja && ! -f $BUILD/Makefile ]]; then
+    generator=()
+    command -v ninja > /dev/null && generator=(-G Ninja)
+    launcher=()
+    command -v ccache > /dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+    cmake -S "$ROOT" -B "$BUILD" "${generator[@]}" "${launcher[@]}" -DCMAKE_BUILD_TYPE=Release \
+      -DDIFFODE_WITH_TORCH=OFF -DDIFFODE_BUILD_TESTS=OFF -DDIFFODE_BUILD_BENCHMARKS=ON > /dev/null
+  fi
+  cmake --build "$BUILD" --target diffode mixture_bench -j "$(nproc)" > /dev/null
+fi
+DIFFODE=$BUILD/experiments/diffode
+[[ -x $DIFFODE ]] || { echo "bench.sh: no $DIFFODE" >&2; exit 2; }
+
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+# The baseline, compiled as a hand-tuned program would be (-ffast-math lets GCC vectorise its sums).
+${CXX:-c++} -O3 -march=native -ffast-math -fopenmp "$ROOT/benchmarks/handwritten_mixture_loop.cpp" -o "$TMP/handwritten"
+
+# config NAME PRESET SAMPLER [NOISE]: a `diffode sample` config in $TMP/NAME.toml.
+config() {
+  local noise=""
+  [[ ${4:-} ]] && noise="noise = \"$4\""
+  cat > "$TMP/$1.toml" << EOF
+[process]
+name = "edm"
+[model]
+preset = "$2"
+[grid]
+schedule = "karras"
+steps = 20
+final_step = "to_zero"
+[sampler]
+name = "$3"
+$noise
+[run]
+samples = $SAMPLES
+seed = 0
+output = "$TMP/$1.h5"
+EOF
+}
+
+# timed VAR CMD...: runs CMD, adds "wall cpu" to the list VAR (user + system seconds).
+timed() {
+  local -n list=$1
+  shift
+  local TIMEFORMAT='%R %U %S' t
+  if ! { time "$@" > "$TMP/out" 2>&1; } 2> "$TMP/time"; then
+    echo "bench.sh: failed: $*" >&2
+    cat "$TMP/out" >&2
+    exit 1
+  fi
+  t=$(tail -n 1 "$TMP/time")
+  list+=("$(awk '{ printf "%.4f %.4f", $1, $2 + $3 }' <<< "$t")")
+}
+# loop_timed VAR D K: the hand-written loop's own timing of its sampling loop.
+loop_timed() {
+  local -n list=$1
+  list+=("$(OMP_NUM_THREADS=$THREADS "$TMP/handwritten" "$2" "$3" "$SAMPLES" | awk '{ printf "%.4f %.4f", $5, $6 }')")
+}
+# best LIST...: the fastest "wall cpu" pair.
+best() { printf '%s\n' "$@" | sort -g -k1,1 | head -n 1; }
+
+rows=()  # "section|measurement|ratio|target|met|detail"
+row() { rows+=("$1|$2|$3|$4|$5|$6"); }
+# verdict RATIO OP LIMIT
+verdict() { awk -v r="$1" -v l="$3" -v op="$2" 'BEGIN { m = op == ">=" ? r >= l : r <= l; print m ? "met" : "not met" }'; }
+
+# 1. The sampling command against the hand-written loop.
+declare -A det_best
+for shape in "ring2d 2 8 1.0" "iso16 16 10 1.0" "diag64 64 4 0.8"; do
+  read -r preset d k target <<< "$shape"
+  config "det_$preset" "$preset" dpmpp_2m
+  ours=() loop=()
+  for ((r = 0; r < REPEAT; ++r)); do
+    timed ours "$DIFFODE" sample "$TMP/det_$preset.toml" --threads "$THREADS"
+    loop_timed loop "$d" "$k"
+  done
+  read -r ow oc <<< "$(best "${ours[@]}")"
+  read -r lw lc <<< "$(best "${loop[@]}")"
+  det_best[$preset]="$ow $oc"
+  ratio=$(awk -v a="$lw" -v b="$ow" 'BEGIN { printf "%.2f", a / b }')
+  detail=$(awk -v n="$SAMPLES" -v ow="$ow" -v oc="$oc" -v lw="$lw" -v lc="$lc" \
+    'BEGIN { printf "%.0fk vs %.0fk samples/s; %.2f s vs %.2f s wall, cpu-time ratio %.2f", n / ow / 1e3, n / lw / 1e3, ow, lw, lc / oc }')
+  row "sample command / hand-written loop ($THREADS threads)" "D$d K$k" "$ratio" ">= $target" "$(verdict "$ratio" ">=" "$target")" "$detail"
+done
+
+# 2. Stochastic against deterministic at equal NFE (20 steps, one evaluation each), D16/K10.
+for spec in "euler_ancestral per_step 1.5" "dpmpp_2m_sde per_step 1.5" "euler_ancestral brownian 3" "dpmpp_2m_sde brownian 3"; do
+  read -r sampler noise target <<< "$spec"
+  config "sto_${sampler}_$noise" iso16 "$sampler" "$noise"
+  runs=$REPEAT
+  [[ $noise == brownian ]] && runs=1
+  sto=()
+  for ((r = 0; r < runs; ++r)); do timed sto "$DIFFODE" sample "$TMP/sto_${sampler}_$noise.toml" --threads "$THREADS"; done
+  read -r sw sc <<< "$(best "${sto[@]}")"
+  read -r dw dc <<< "${det_best[iso16]}"
+  ratio=$(awk -v a="$sw" -v b="$dw" 'BEGIN { printf "%.2f", a / b }')
+  detail=$(awk -v sw="$sw" -v dw="$dw" -v sc="$sc" -v dc="$dc" -v r="$runs" \
+    'BEGIN { printf "%.2f s vs %.2f s wall (best of %d), cpu-time ratio %.2f", sw, dw, r, sc / dc }')
+  row "stochastic / dpmpp_2m time, D16 K10" "$sampler, noise = $noise" "$ratio" "<= $target" "$(verdict "$ratio" "<=" "$target")" "$detail"
+done
+
+# 3. The mixture evaluation alone (one thread, calls of 256 rows: the default [run] block_rows).
+if [[ -x $BUILD/mixture_bench ]]; then
+  "$BUILD/mixture_bench" --benchmark_filter='rows:256/kernel:[01]$' --benchmark_min_time=0.3 \
+    --benchmark_format=json > "$TMP/mixture.json" 2> /dev/null
+  while IFS='|' read -r shape pct speedup kernel gflops; do
+    row "mixture evaluation, % of FP64 peak (1 core)" "$shape" "$pct" ">= 40" "$(verdict "$pct" ">=" 40)" \
+      "$gflops GFLOP/s, kernel $kernel, $speedup x the SSE2 baseline kernel"
+  done < <(python3 - "$TMP/mixture.json" << 'EOF'
+import json, sys
+runs = {}
+for b in json.load(open(sys.argv[1]))["benchmarks"]:
+    problem, kernel = b["name"].split("/")[1].split(":")[1], b["name"].split("/")[3].split(":")[1]
+    runs[(problem, kernel)] = b
+for problem, shape in (("0", "D2 K8"), ("1", "D16 K10"), ("2", "D64 K4")):
+    auto, base = runs[(problem, "0")], runs[(problem, "1")]
+    print(f"{shape}|{auto['pct_peak']:.1f}|{auto['GFLOPs'] / base['GFLOPs']:.2f}|{auto.get('label', '?')}|{auto['GFLOPs']:.1f}")
+EOF
+  )
+else
+  row "mixture evaluation" "-" "-" ">= 40" "not measured" "mixture_bench not built"
+fi
+
+# 4. The torch-state path, if this build has it.
+if [[ -x $BUILD/sampling_torch_bench ]]; then
+  "$BUILD/sampling_torch_bench" --benchmark_filter='BM_Sample(Eigen|Torch|Flat)Threads' --benchmark_min_time=0.5 \
+    --benchmark_format=json > "$TMP/torch.json" 2> /dev/null
+  while IFS='|' read -r shape torch flat detail; do
+    row "library paths, 2 threads (sampling_torch_bench)" "$shape torch / Eigen" "$torch" "-" "-" "$detail"
+    row "library paths, 2 threads (sampling_torch_bench)" "$shape Eigen / flat loop" "$flat" "-" "-" "$detail"
+  done < <(python3 - "$TMP/torch.json" << 'EOF'
+import json, sys
+rate = {}
+for b in json.load(open(sys.argv[1]))["benchmarks"]:
+    path, problem = b["name"].split("/")[0], b["name"].split("/")[1].split(":")[1]
+    rate[(path, problem)] = b["samples_per_s"]
+for problem, shape in (("0", "D2 K8"), ("1", "D16 K10"), ("2", "D64 K4")):
+    e, t, f = (rate[(f"BM_Sample{p}Threads", problem)] for p in ("Eigen", "Torch", "Flat"))
+    print(f"{shape}|{t / e:.2f}|{e / f:.2f}|samples/s: Eigen {e / 1e3:.0f}k, torch {t / 1e3:.0f}k, flat {f / 1e3:.0f}k")
+EOF
+  )
+else
+  row "torch-state path" "-" "-" "-" "-" "sampling_torch_bench not built (configure with -DDIFFODE_WITH_TORCH=ON)"
+fi
+
+# 5. MPI: the quick sweep on 1, 2 and 4 ranks of one thread each.
+if ((MPI)); then
+  as_root=()
+  ((EUID == 0)) && as_root=(--allow-run-as-root)
+  mpi=()
+  (cd "$ROOT" && timed mpi "$DIFFODE" sweep experiments/quick.toml --threads 1 --output "$TMP/q1.h5"
+   timed mpi mpirun "${as_root[@]}" -np 2 "$DIFFODE" sweep experiments/quick.toml --threads 1 --output "$TMP/q2.h5"
+   timed mpi mpirun "${as_root[@]}" --oversubscribe -np 4 "$DIFFODE" sweep experiments/quick.toml --threads 1 --output "$TMP/q4.h5"
+   printf '%s\n' "${mpi[@]}" > "$TMP/mpi")
+  mapfile -t mpi < "$TMP/mpi"
+  read -r w1 _ <<< "${mpi[0]}"
+  read -r w2 _ <<< "${mpi[1]}"
+  read -r w4 _ <<< "${mpi[2]}"
+  r2=$(awk -v a="$w1" -v b="$w2" 'BEGIN { printf "%.2f", a / b }')
+  r4=$(awk -v a="$w2" -v b="$w4" 'BEGIN { printf "%.2f", a / b }')
+  row "MPI sweep experiments/quick.toml" "2 ranks speed-up over 1" "$r2" ">= 1.8" "$(verdict "$r2" ">=" 1.8)" "$w1 s vs $w2 s wall"
+  row "MPI sweep experiments/quick.toml" "4 ranks (oversubscribed) / 2 ranks" "$r4" ">= 1.0" "$(verdict "$r4" ">=" 1.0)" "$w4 s vs $w2 s wall"
+fi
+
+cpu=$(awk -F: '/model name/ { sub(/^ +/, "", $2); print $2; exit }' /proc/cpuinfo)
+echo "diffode benchmarks: $cpu, $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg); N = $SAMPLES, $THREADS threads, best of $REPEAT"
+echo
+echo "| measurement | case | ratio | target | | detail |"
+echo "|---|---|---|---|---|---|"
+section=""
+for r in "${rows[@]}"; do
+  IFS='|' read -r s m ratio target met detail <<< "$r"
+  if [[ $s != "$section" ]]; then
+    echo "| **$s** | | | | | |"
+    section=$s
+  fi
+  echo "| | $m | $ratio | $target | $met | $detail |"
+done
