@@ -291,6 +291,8 @@ std::optional<GuidanceSetup> read_guidance(ConfigTable& root, const GaussianMixt
       if (t.has(key)) t.fail(key, "only with kind = \"cfg\" (classifier-free guidance)");
   t.finish();
   return g;
+}
+
 namespace {
 
 const std::vector<std::string> kMixtureKeys{"preset", "seed", "weights", "means", "variances", "classes"};
