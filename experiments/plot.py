@@ -3,13 +3,16 @@
 
 Usage:
   /usr/bin/python3 experiments/plot.py RESULTS.h5 [--out DIR] [--markdown FILE]
-                                       [--by-sampler [--baseline REGEX] [--baseline-nfe N]]
+                                       [--by-sampler [--baseline REGEX] [--baseline-nfe N]] [--decomposition]
 
 DIR defaults to a folder beside the file named like it without .h5 (results/quick.h5 -> results/quick/).
 The Markdown summary is always printed to stdout and, with --markdown, also written to FILE.
 --by-sampler adds, per problem, a figure with one panel per sampler (its grids as lines: e.g. tuned vs hand-made
 grids) and a table of each variant's errors at every NFE; --baseline draws the best of the variants matching REGEX
 at NFE <= N (default 10) in every panel, with 0.1 of it, and divides the table's errors by it.
+--decomposition draws only, per problem, the error decomposition of a network with [model.ground_truth]: the solver's
+error (error_rms), the network's (model_error_rms) and their total (total_error_rms) vs NFE, one panel per sampler,
+and adds their table with the NFE from which the solver's error stays below the model's.
 Needs only Debian's python3-h5py, python3-numpy and python3-matplotlib.
 """
 import argparse
@@ -522,7 +525,83 @@ def by_sampler_table(sweep, problem, baseline, pattern, max_nfe):
     return lines
 
 
-def markdown(sweep, md_dir, written, top=None, by_sampler=None):
+DECOMPOSITION = (("error_rms", "solver", "-"), ("model_error_rms", "model", ":"), ("total_error_rms", "total", "--"))
+
+
+def decomposition_groups(sweep, problem):
+    """{variant: rows} of the deterministic runs with a model error (a network with a ground truth)."""
+    s = sweep.summary
+    if "model_error_rms" not in s:
+        return {}
+    groups = defaultdict(list)
+    for i in sweep.rows(problem, "sample", False):
+        if s["status"][i] == "ok" and np.isfinite(s["model_error_rms"][i]):
+            groups[s["variant"][i]].append(i)
+    return {v: np.array(idx) for v, idx in sorted(groups.items())}
+
+
+def crossing_nfe(sweep, idx):
+    """The smallest NFE from which on the solver's error stays below the model's (None: never within the sweep)."""
+    s = sweep.summary
+    points = sorted((float(s["nfe"][i]), float(s["error_rms"][i]), float(s["model_error_rms"][i])) for i in idx)
+    for k, (nfe, _, _) in enumerate(points):
+        if all(solver < model for _, solver, model in points[k:]):
+            return nfe
+    return None
+
+
+def plot_decomposition(sweep, problem, out, written):
+    """The error decomposition of a network: solver, model and total error vs NFE, one panel per sampler."""
+    groups = decomposition_groups(sweep, problem)
+    if not groups:
+        return
+    s = sweep.summary
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 4.0), squeeze=False, sharey=True)
+    for ax, (variant, idx) in zip(axes[0], groups.items()):
+        order = idx[np.argsort(s["nfe"][idx])]
+        for (metric, name, linestyle), colour in zip(DECOMPOSITION, ("C0", "C3", "black")):
+            ax.plot(s["nfe"][order], s[metric][order], linestyle=linestyle, marker="o", markersize=3.5, color=colour,
+                    label=f"{name} ({metric})")
+        crossing = crossing_nfe(sweep, idx)
+        if crossing is not None:
+            ax.axvline(crossing, color="grey", linewidth=0.8, alpha=0.6)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xticks(sorted({float(v) for v in s["nfe"][idx]}))
+        ax.grid(True, which="both", alpha=0.3)
+        ax.set_xlabel("NFE")
+        ax.set_title(variant + (f"\nsolver < model from NFE {crossing:g}" if crossing is not None else ""), fontsize=9)
+    axes[0][0].set_ylabel("RMS distance")
+    finish(fig, [axes[0][0]], os.path.join(out, f"{slug(problem)}_decomposition.png"),
+           f"{problem}: solver, model and total error vs NFE", failed_count(sweep, sweep.rows(problem, "sample", False)),
+           written)
+
+
+def decomposition_table(sweep, problem):
+    groups = decomposition_groups(sweep, problem)
+    if not groups:
+        return []
+    s = sweep.summary
+    lines = ["### Error decomposition (RMS; median in brackets)", "",
+             "solver: against the network's own tight PF-ODE solve; model: the network's tight solve against the exact "
+             "mixture's; total: against the exact mixture's. All from the same x_T.", "",
+             "| variant | steps | NFE | solver | model | total |", "|---|---:|---:|---:|---:|---:|"]
+    for variant, idx in groups.items():
+        for i in idx[np.argsort(s["nfe"][idx])]:
+            cell = lambda m: f"{s[m + '_rms'][i]:.3g} ({s[m + '_median'][i]:.3g})"
+            lines.append(f"| {variant} | {int(s['steps'][i])} | {s['nfe'][i]:g} | {cell('error')} | {cell('model_error')} | "
+                         f"{cell('total_error')} |")
+    lines += ["", "| variant | solver error below model error from NFE |", "|---|---:|"]
+    for variant, idx in groups.items():
+        crossing = crossing_nfe(sweep, idx)
+        lines.append(f"| {variant} | {crossing:g} |" if crossing is not None else f"| {variant} | not within the sweep |")
+    lines.append("")
+    return lines
+
+
+def markdown(sweep, md_dir, written, top=None, by_sampler=None, decomposition=False):
     """The summary tables, every variant in full (top=N keeps the N best of each)."""
     lines = [f"# Sweep {sweep.attrs.get('name', os.path.basename(sweep.path))}", ""]
     for key in ("commit", "start_time", "finished"):
@@ -566,6 +645,8 @@ def markdown(sweep, md_dir, written, top=None, by_sampler=None):
                 lines.append(f"| {variant} | {nfe:.0f} | {value:.3g} | " + (f"{order:.2f} |" if np.isfinite(order) else "- |"))
             lines.append("")
         lines += orders_table(sweep, problem)
+        if decomposition:
+            lines += decomposition_table(sweep, problem)
         if by_sampler is not None:
             lines += by_sampler_table(sweep, problem, by_sampler["baselines"].get(problem), by_sampler["pattern"],
                                       by_sampler["nfe"])
@@ -585,6 +666,9 @@ def main():
                         help="per problem, a figure with a panel per sampler run on several grids, and a table of its errors")
     parser.add_argument("--baseline", help="with --by-sampler: a regex on variant names; their best error at NFE <= "
                                            "--baseline-nfe is drawn and divides the table's errors")
+    parser.add_argument("--decomposition", action="store_true",
+                        help="only the error decomposition of a network with a ground truth: solver, model and total "
+                             "error vs NFE per sampler, and its table")
     parser.add_argument("--baseline-nfe", type=float, default=TARGET_NFE, help="the baseline's NFE budget (default 10)")
     args = parser.parse_args()
     if not os.path.isfile(args.results):
@@ -603,6 +687,9 @@ def main():
         # Sampler variants only: likelihood lines never share a figure with them and would use up the palette.
         rows = sweep.rows(problem, "sample")
         styles = Styles(dict(zip(sweep.summary["variant"][rows], sweep.summary["stochastic"][rows].astype(bool))))
+        if args.decomposition:
+            plot_decomposition(sweep, problem, out, figures)
+            continue
         plot_convergence(sweep, problem, styles, out, figures)
         plot_distribution(sweep, problem, styles, out, figures)
         plot_likelihood(sweep, problem, out, figures)
@@ -610,7 +697,8 @@ def main():
         if by_sampler:
             plot_by_sampler(sweep, problem, out, figures, by_sampler["baselines"][problem])
     md_dir = os.path.dirname(os.path.abspath(args.markdown)) if args.markdown else os.getcwd()
-    summary = markdown(sweep, md_dir, {k: [os.path.abspath(p) for p in v] for k, v in written.items()}, by_sampler=by_sampler)
+    summary = markdown(sweep, md_dir, {k: [os.path.abspath(p) for p in v] for k, v in written.items()}, by_sampler=by_sampler,
+                       decomposition=args.decomposition)
     print(summary)
     if args.markdown:
         with open(args.markdown, "w") as f:

@@ -11,17 +11,21 @@
 
 namespace diffode {
 
-Batch pf_ode_reference(const SamplingSetup& setup, const Batch& x_T_scaled, double sigma_start, double sigma_end, double rtol, int threads) {
+Batch pf_ode_reference(const SamplingSetup& setup, const Batch& x_T_scaled, double sigma_start, double sigma_end, double rtol, int threads,
+                       bool ground_truth) {
+  if (ground_truth && !setup.mixture) throw std::invalid_argument("pf_ode_reference: the model has no ground-truth mixture");
+  const bool network = setup.network && !ground_truth;
   const bool to_zero = sigma_end == 0.0;
   // A network is defined on its process's range only: its solve stops at sigma~(t_min) and denoises
   // there, where a run's final step does.
-  const double floor = setup.network ? setup.process->scaled_sigma(setup.process->t_min()) : 1e-7;
+  const double floor = network ? setup.process->scaled_sigma(setup.process->t_min()) : 1e-7;
   const double sigma_to = to_zero ? floor : sigma_end;
   Batch reference = x_T_scaled;
   const Edm scale_free(std::min(sigma_to, 1e-3), std::max(sigma_start, 1.0));
   const auto blocks = make_blocks(reference.rows(), setup.run.block_rows);
   for_each_block(blocks, threads, [&](const BlockRange& b) {
-    const std::unique_ptr<Predictor<Batch>> predictor = setup.make_predictor();
+    const std::unique_ptr<Predictor<Batch>> predictor =
+        ground_truth ? std::unique_ptr<Predictor<Batch>>(std::make_unique<MixturePredictor>(*setup.mixture)) : setup.make_predictor();
     const ScaledDenoiser<Batch> denoiser(scale_free, *predictor);
     const LogSigmaProbabilityFlow<Batch, ScaledDenoiser<Batch>> flow(denoiser);
     Batch block = reference.middleRows(b.begin, b.rows());
@@ -39,8 +43,9 @@ Batch pf_ode_reference(const SamplingSetup& setup, const Batch& x_T_scaled, doub
   return reference;
 }
 
-Batch pf_ode_reference(const SamplingSetup& setup, const SamplingOutcome& run, double sigma_start, double rtol, int threads) {
-  return pf_ode_reference(setup, run.initial / alpha_at_scaled_sigma(*setup.process, sigma_start), sigma_start, run.sigma_end, rtol, threads) *
+Batch pf_ode_reference(const SamplingSetup& setup, const SamplingOutcome& run, double sigma_start, double rtol, int threads, bool ground_truth) {
+  return pf_ode_reference(setup, run.initial / alpha_at_scaled_sigma(*setup.process, sigma_start), sigma_start, run.sigma_end, rtol, threads,
+                          ground_truth) *
          run.alpha_end;
 }
 

@@ -19,11 +19,16 @@ namespace diffode {
 // of whose own PF-ODE the reference then is (the sampler's error, not the network's). A network is
 // defined only on its process's range: its solve stops at sigma~(t_min) and, when sigma_end is 0,
 // returns D(x~; sigma~(t_min)), as a run's final step does.
-Batch pf_ode_reference(const SamplingSetup& setup, const Batch& x_T_scaled, double sigma_start, double sigma_end, double rtol, int threads);
+// `ground_truth`: solve the flow of the setup's exact mixture instead (the model, or a network's
+// [model.ground_truth]), to sigma~ = 0 like any mixture: with the network's own solution it splits a
+// run's error into the solver's and the network's (the sweep's model and total errors).
+Batch pf_ode_reference(const SamplingSetup& setup, const Batch& x_T_scaled, double sigma_start, double sigma_end, double rtol, int threads,
+                       bool ground_truth = false);
 
 // The reference for a finished run, in the process's x at the run's end: x_T rescaled to x~ at the
 // grid's first level, solved to the run's end (run.sigma_end), scaled back by run.alpha_end.
-Batch pf_ode_reference(const SamplingSetup& setup, const SamplingOutcome& run, double sigma_start, double rtol, int threads);
+Batch pf_ode_reference(const SamplingSetup& setup, const SamplingOutcome& run, double sigma_start, double rtol, int threads,
+                       bool ground_truth = false);
 
 // Per-sample Euclidean distances between two batches, summarised: their mean and median. On a
 // mixture the RMS (metrics.hpp) is dominated by the few samples a coarse solve sends into another

@@ -194,6 +194,17 @@ void pathwise_errors(const RunSpec& spec, const SweepRun& s, const SamplingOutco
     out.metric("error_rms") = rms_distance(run.samples, it->second);
     out.metric("error_max") = max_distance(run.samples, it->second);
     out.metric("error_median") = median_distance(run.samples, it->second);
+    if (s.sampling.network && s.sampling.mixture) {
+      // The error decomposition: the exact mixture's own tight solve from the same x_T to the same
+      // end, cached beside the network's.
+      auto exact = references.find(key + "|exact");
+      if (exact == references.end())
+        exact = references.emplace(key + "|exact", pf_ode_reference(s.sampling, run, sigma_start, s.reference_rtol, threads, true)).first;
+      out.metric("model_error_rms") = rms_distance(it->second, exact->second);
+      out.metric("model_error_median") = median_distance(it->second, exact->second);
+      out.metric("total_error_rms") = rms_distance(run.samples, exact->second);
+      out.metric("total_error_median") = median_distance(run.samples, exact->second);
+    }
   } else if (s.fine_grid) {
     const std::string key = fine_key(spec, s);
     auto it = fines.find(key);

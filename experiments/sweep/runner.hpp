@@ -15,10 +15,15 @@
 namespace diffode {
 
 // The metrics of a run, in the summary table's column order. NaN: not computed for this run.
-inline constexpr std::array<const char*, 22> kRunMetrics{
+// model_error_* and total_error_*: a deterministic run of a network with [model.ground_truth], which
+// splits the error: error_rms is the solver's (against the network's own tight PF-ODE solve),
+// model_error_* the network's (its tight solve against the exact mixture's, from the same x_T to the
+// same end) and total_error_* the sum of both (the run against the exact mixture's tight solve).
+inline constexpr std::array<const char*, 26> kRunMetrics{
     "nfe",           "wall_time",       "error_rms",      "error_max", "error_median", "strong_error", "strong_error_median", "weak_mean_error", "weak_mean_floor",
     "weak_cov_error", "weak_cov_floor", "nll",            "nll_exact", "frechet",      "frechet_floor",   "energy",
-    "energy_floor",  "ll_error",        "ll_bias",        "ll_std_error", "rtol",      "probes"};
+    "energy_floor",  "ll_error",        "ll_bias",        "ll_std_error", "rtol",      "probes",
+    "model_error_rms", "model_error_median", "total_error_rms", "total_error_median"};
 
 struct RunOutcome {
   bool ok = true;
