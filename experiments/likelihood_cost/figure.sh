@@ -5,7 +5,8 @@
 #   experiments/likelihood_cost/figure.sh build/experiments/diffode
 # writes results/likelihood_cost.h5 (not committed; the sweep resumes from it), and
 # results/likelihood_cost.png, results/likelihood_cost.csv and results/likelihood_cost_sweep.md.
-# About 2 minutes without probe seeds 1 and 2, 5 minutes with them, with --threads 2 on 2 cores.
+# About 6 minutes with --threads 2 on a loaded 2-core machine (the exact-divergence runs take
+# 12 s of it, the Hutch++ and 16-probe runs two thirds).
 set -euo pipefail
 diffode=${1:-build/experiments/diffode}
 here=$(dirname "$0")
