@@ -109,20 +109,14 @@ void Hdf5File::write_vector(const std::string& name, const std::vector<double>& 
 }
 
 Batch Hdf5File::read_matrix(const std::string& name) const {
-  if (!has(name)) fail(path_, fmt::format("no dataset '{}'", name));
-  Handle set{H5Dopen2(static_cast<hid_t>(file_), name.c_str(), H5P_DEFAULT), H5Dclose};
-  if (set.id < 0) fail(path_, fmt::format("'{}' is not a dataset", name));
-  Handle space{H5Dget_space(set.id), H5Sclose};
-  const int rank = H5Sget_simple_extent_ndims(space.id);
-  if (rank < 1 || rank > 2) fail(path_, fmt::format("dataset '{}' has rank {}, expected 1 or 2", name, rank));
-  hsize_t dims[2] = {0, 1};
-  H5Sget_simple_extent_dims(space.id, dims, nullptr);
-  const double bytes = 8.0 * static_cast<double>(dims[0]) * static_cast<double>(rank == 2 ? dims[1] : 1);
+  const auto [rows, cols] = shape(name);  // a rank-1 dataset is one column
+  const double bytes = 8.0 * static_cast<double>(rows) * static_cast<double>(cols);
   const double physical = static_cast<double>(::sysconf(_SC_PHYS_PAGES)) * static_cast<double>(::sysconf(_SC_PAGESIZE));
   if (physical > 0 && bytes > physical)
-    fail(path_, fmt::format("dataset '{}' is {} x {}: {:.3g} GiB, more than this machine's {:.3g} GiB of memory", name, dims[0],
-                            rank == 2 ? dims[1] : 1, bytes / (1 << 30), physical / (1 << 30)));
-  Batch out(static_cast<Index>(dims[0]), rank == 2 ? static_cast<Index>(dims[1]) : 1);
+    fail(path_, fmt::format("dataset '{}' is {} x {}: {:.3g} GiB, more than this machine's {:.3g} GiB of memory", name, rows, cols,
+                            bytes / (1 << 30), physical / (1 << 30)));
+  Handle set{H5Dopen2(static_cast<hid_t>(file_), name.c_str(), H5P_DEFAULT), H5Dclose};
+  Batch out(rows, cols);
   if (H5Dread(set.id, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, out.data()) < 0)
     fail(path_, fmt::format("cannot read dataset '{}' as float64", name));
   return out;

@@ -1,5 +1,6 @@
 #include "experiments/run/training.hpp"
 
+#include "core/splitmix.hpp"
 #include "experiments/run/hdf5_file.hpp"
 #include "experiments/run/output.hpp"
 #include "experiments/run/readers.hpp"
@@ -13,13 +14,6 @@
 
 namespace diffode {
 namespace {
-
-std::uint64_t splitmix64(std::uint64_t x) {
-  x += 0x9E3779B97F4A7C15ULL;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
-  return x ^ (x >> 31);
-}
 
 std::vector<std::string> data_kinds() {
   std::vector<std::string> kinds = {"mixture"};

@@ -25,6 +25,7 @@
 // uninterrupted one would: bitwise on the CPU with the same thread count.
 #include "models/torch/training_torch.hpp"
 
+#include "core/splitmix.hpp"
 #include "models/torch/score_mlp_torch.hpp"
 
 #include <fmt/format.h>
@@ -35,13 +36,6 @@
 
 namespace diffode {
 namespace {
-
-std::uint64_t splitmix64(std::uint64_t x) {
-  x += 0x9E3779B97F4A7C15ULL;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
-  return x ^ (x >> 31);
-}
 
 // The seed of step `step`'s generator: distinct steps and seeds give unrelated streams.
 std::uint64_t step_seed(std::uint64_t seed, std::int64_t step) {
