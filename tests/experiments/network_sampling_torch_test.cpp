@@ -24,8 +24,9 @@
 
 #include <cmath>
 #include <cstdlib>
-#include <map>
 #include <fstream>
+#include <map>
+#include <random>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -248,6 +249,102 @@ TEST_F(NetworkSamplingTest, SweepMeasuresTheSolverAgainstTheNetworksOwnFlowAndTh
   const BinaryResult refused = run_binary(dir_, write_config("without.toml", without), "sweep");
   EXPECT_EQ(refused.status, 2) << refused.err;
   EXPECT_NE(refused.err.find("metrics.law"), std::string::npos) << refused.err;
+}
+
+// The same samplers in Python, the k-diffusion way (Karras et al. 2022, arXiv:2206.00364, Alg. 1
+// and 2 without churn: Euler, and Heun with the correction skipped where sigma_next = 0), on the
+// module loaded by torch.jit.load, its own Karras grid (k-diffusion's get_sigmas_karras), and the
+// x_T that `diffode sample` started from. Arguments: module, sampler, steps, diffode's sample file,
+// output file.
+constexpr const char* kPythonSampler = R"PY(
+import sys
+import h5py
+import torch
+
+module_path, sampler, steps, diffode_path, out_path = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
+denoiser = torch.jit.load(module_path)
+with h5py.File(diffode_path, "r") as f:
+    x = torch.tensor(f["initial"][...], dtype=torch.float64)
+sigma_min, sigma_max, rho = 0.002, 80.0, 7.0
+ramp = torch.linspace(0, 1, steps, dtype=torch.float64)
+sigmas = (sigma_max ** (1 / rho) + ramp * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
+sigmas = torch.cat([sigmas, sigmas.new_zeros([1])])
+
+
+def derivative(x, sigma):
+    return (x - denoiser(x, torch.full((x.shape[0],), float(sigma), dtype=torch.float64))) / sigma
+
+
+with torch.no_grad():
+    for i in range(steps):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        d = derivative(x, sigma)
+        h = sigma_next - sigma
+        if sampler == "euler" or sigma_next == 0:
+            x = x + d * h
+        else:
+            x_2 = x + d * h
+            x = x + (d + derivative(x_2, sigma_next)) / 2 * h
+with h5py.File(out_path, "w") as f:
+    f["samples"] = x.numpy()
+    f["sigma"] = sigmas.numpy()
+)PY";
+
+// A nonlinear module exported from PyTorch samples through the binary to the samples Python's own
+// run of the same sampler gives from the same x_T, to float64 round-off. Under EDM alpha = 1, so the
+// file's x (initial, samples) and the module's scale-free x~ are the same numbers, and sigma~ = sigma.
+TEST_F(NetworkSamplingTest, TheBinarysSamplesOfATorchScriptModuleAreThoseOfTheSameSamplerInPython) {
+  if (std::system("/usr/bin/python3 -c 'import h5py' > /dev/null 2>&1") != 0)
+    GTEST_SKIP() << "this test runs the sampler in /usr/bin/python3 with h5py (Debian's python3-h5py), which cannot import h5py here";
+  std::ofstream(dir_ / "sampler.py") << kPythonSampler;
+  // x_T of the prior N(0, 80^2 I), from a file so that both sides start from the same numbers.
+  std::mt19937_64 generator(17);
+  std::normal_distribution<double> normal;
+  Batch initial(24, 2);
+  for (Index i = 0; i < initial.rows(); ++i)
+    for (Index j = 0; j < initial.cols(); ++j) initial(i, j) = 80.0 * normal(generator);
+  {
+    Hdf5File file(dir_ / "initial.h5", Hdf5File::Mode::create);
+    file.write_matrix("x_T", initial);
+  }
+  const std::string module = (torchscript_modules() / "edm_mlp.pt").string();
+  const int steps = 12;
+  for (const std::string sampler : {"euler", "heun"}) {
+    SCOPED_TRACE(sampler);
+    const std::string ours = (dir_ / (sampler + ".h5")).string(), theirs = (dir_ / (sampler + "_python.h5")).string();
+    const std::string text = fmt::format(
+        "[process]\nname = \"edm\"\n[model]\nkind = \"torchscript\"\nfile = \"{}\"\ndims = 2\nprediction = \"x0\"\n"
+        "signature = \"x_sigma\"\ntime_input = \"sigma\"\nscale_free_input = true\nbatch_size = 7\n"
+        "[grid]\nschedule = \"karras\"\nsteps = {}\nfinal_step = \"to_zero\"\n[sampler]\nname = \"{}\"\n"
+        "[run]\ninitial_file = \"{}\"\ninitial_dataset = \"x_T\"\nblock_rows = 8\noutput = \"{}\"\n",
+        module, steps, sampler, (dir_ / "initial.h5").string(), ours);
+    const BinaryResult r = run_binary(dir_, write_config(sampler + ".toml", text));
+    ASSERT_EQ(r.status, 0) << r.err;
+    const std::string python = fmt::format("/usr/bin/python3 '{}' '{}' {} {} '{}' '{}' > '{}' 2>&1", (dir_ / "sampler.py").string(), module,
+                                           sampler, steps, ours, theirs, (dir_ / "python.log").string());
+    ASSERT_EQ(std::system(python.c_str()), 0) << "the Python sampler failed; see " << (dir_ / "python.log").string();
+
+    const Hdf5File out(ours, Hdf5File::Mode::read), reference(theirs, Hdf5File::Mode::read);
+    EXPECT_EQ(out.read_string_attribute("/", "status"), "ok");
+    EXPECT_TRUE((out.read_matrix("initial") == initial).all());
+    // The same grid: diffode's Karras grid is k-diffusion's, to the last bits of pow.
+    const std::vector<double> grid = out.read_vector("grid/sigma"), python_grid = reference.read_vector("sigma");
+    ASSERT_EQ(grid.size(), static_cast<std::size_t>(steps + 1));
+    ASSERT_EQ(python_grid.size(), grid.size());
+    for (std::size_t i = 0; i < grid.size(); ++i) EXPECT_NEAR(grid[i], python_grid[i], 1e-14 * python_grid[i]) << i;
+    EXPECT_EQ(grid.back(), 0.0);
+    // Heun evaluates twice per step but once on the last (to sigma = 0).
+    EXPECT_EQ(out.read_double_attribute("/", "nfe"), sampler == "euler" ? steps : 2 * steps - 1);
+
+    const Batch samples = out.read_matrix("samples"), expected = reference.read_matrix("samples");
+    ASSERT_EQ(samples.rows(), initial.rows());
+    ASSERT_EQ(samples.cols(), 2);
+    const double scale = expected.abs().maxCoeff(), error = (samples - expected).abs().maxCoeff();
+    EXPECT_LT(error, 1e-12 * scale) << "max |diffode - Python| " << error << " of max |x_0| " << scale;
+    // The samples moved far from x_T (~80): the comparison is not of two copies of the start.
+    EXPECT_LT(scale, 10.0);
+    RecordProperty(sampler + "_max_abs_difference", fmt::format("{:.3e}", error));
+  }
 }
 
 }  // namespace

@@ -7,6 +7,9 @@
 //   gauss_eps_vp.pt  (x, t) -> sigma x / (alpha^2 v + sigma^2), v = 0.25, alpha and sigma of the linear VP
 //                    process (beta 0.1 to 20): the exact eps of N(0, v I) data under that process
 //   mlp.pt           (x, t) -> a seeded 3-32-32-2 SiLU MLP of [x, t] (float64 weights)
+//   edm_mlp.pt       (x~, sigma~) -> c_skip x~ + c_out F(c_in x~, log(sigma~) / 4): an EDM-preconditioned
+//                    denoiser (sigma_data 0.5) around a 3-16-2 tanh MLP F with weights drawn from its own
+//                    generator (seed 7), so its formula has no closed form to test against
 //   classes.pt       (x, t, class) -> 0 x + class + t
 //   flow.pt          (x, t) -> 0.3 x - t
 //   wrong_shape.pt   (x, t) -> x[:, :1]
@@ -65,6 +68,22 @@ class Mlp(torch.nn.Module):
         return self.net(torch.cat([x, t[:, None]], 1))
 
 
+class EdmMlp(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(7)
+        self.w1 = torch.nn.Parameter(torch.randn(16, 3, generator=g, dtype=torch.float64))
+        self.b1 = torch.nn.Parameter(0.5 * torch.randn(16, generator=g, dtype=torch.float64))
+        self.w2 = torch.nn.Parameter(0.5 * torch.randn(2, 16, generator=g, dtype=torch.float64))
+        self.b2 = torch.nn.Parameter(0.1 * torch.randn(2, generator=g, dtype=torch.float64))
+
+    def forward(self, x, s):
+        v = s[:, None] ** 2 + 0.25
+        features = torch.cat([x / torch.sqrt(v), torch.log(s)[:, None] / 4.0], 1)
+        f = torch.tanh(features @ self.w1.t() + self.b1) @ self.w2.t() + self.b2
+        return x * (0.25 / v) + f * (0.5 * s[:, None] / torch.sqrt(v))
+
+
 class Classes(torch.nn.Module):
     def forward(self, x, t, c):
         return 0.0 * x + c[:, None].to(x.dtype) + t[:, None]
@@ -92,7 +111,7 @@ class WrongDtype(torch.nn.Module):
 
 for name, module in [("affine", Affine()), ("gauss_x0", GaussX0()), ("gauss_eps_vp", GaussEpsVp()), ("mlp", Mlp()),
                      ("classes", Classes()), ("flow", Flow()), ("wrong_shape", WrongShape()), ("wrong_arity", WrongArity()),
-                     ("wrong_dtype", WrongDtype())]:
+                     ("wrong_dtype", WrongDtype()), ("edm_mlp", EdmMlp())]:
     torch.jit.script(module).save(f"{out}/{name}.pt")
 )PY";
 
