@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   g++ cmake make ninja-build pkg-config git ca-certificates
   libboost-dev libeigen3-dev librandom123-dev libfmt-dev
-  libtorch-dev libhdf5-dev
+  libtorch-dev libhdf5-dev zlib1g-dev libpng-dev
   libgtest-dev googletest libbenchmark-dev
   libtomlplusplus-dev libcli11-dev
   libopenmpi-dev openmpi-bin
