@@ -127,58 +127,33 @@ void ClassConditionalMixture::classifier_gradient(const Batch& x, const PerSampl
 GuidedPredictor::GuidedPredictor(std::shared_ptr<const ClassConditionalMixture> model, GuidanceSettings settings)
     : model_(std::move(model)), settings_(std::move(settings)) {
   if (!model_) throw std::invalid_argument("GuidedPredictor: no model");
-  const auto& s = settings_;
-  check_class(s.target_class, model_->classes(), "guidance");
-  if (!(s.scale >= 0.0) || !std::isfinite(s.scale)) throw std::invalid_argument(fmt::format("guidance: scale {} must be finite and >= 0", s.scale));
-  if (!(s.rescale >= 0.0 && s.rescale <= 1.0)) throw std::invalid_argument(fmt::format("guidance: rescale {} must lie in [0, 1]", s.rescale));
-  if (!(s.sigma_lo >= 0.0) || !(s.sigma_hi >= s.sigma_lo))
-    throw std::invalid_argument(fmt::format("guidance: interval [{}, {}] must have 0 <= lo <= hi", s.sigma_lo, s.sigma_hi));
-  if (s.negative_class) check_class(*s.negative_class, model_->classes(), "guidance negative_class");
-  if (s.kind == GuidanceSettings::Kind::classifier && (s.rescale != 0.0 || s.negative_class))
-    throw std::invalid_argument("guidance: rescale and negative_class belong to classifier-free guidance");
+  check_guidance(settings_, model_->classes(), "guidance");
 }
 
 void GuidedPredictor::evaluate(const Batch& x, const PerSample& alpha, const PerSample& sigma, Batch& out) const {
   const auto& s = settings_;
   Batch cond;
   model_->conditional(s.target_class).denoise(x, alpha, sigma, cond);
-  const Index n = x.rows(), dd = x.cols();
-  std::vector<char> guided(n, 0);
-  bool any = false;
-  for (Index i = 0; i < n; ++i) {
-    const double level = alpha[i] == 0.0 ? std::numeric_limits<double>::infinity() : sigma[i] / alpha[i];
-    guided[i] = s.scale != 0.0 && level >= s.sigma_lo && level <= s.sigma_hi;
-    any = any || guided[i];
-  }
-  if (!any) {
+  calls_.fetch_add(1, std::memory_order_relaxed);
+  std::vector<char> guided;
+  if (!guided_rows(s, alpha, sigma, guided)) {
     out = std::move(cond);
     return;
   }
-  Batch result = cond;
+  calls_.fetch_add(1, std::memory_order_relaxed);
   if (s.kind == GuidanceSettings::Kind::cfg) {
     Batch other;
     (s.negative_class ? model_->conditional(*s.negative_class) : model_->unconditional()).denoise(x, alpha, sigma, other);
-    for (Index i = 0; i < n; ++i) {
-      if (!guided[i]) continue;
-      const auto c = cond.row(i);
-      Eigen::ArrayXd g = (c + s.scale * (c - other.row(i))).transpose();
-      if (s.rescale != 0.0) {
-        const auto stdev = [dd](const Eigen::ArrayXd& v) { return std::sqrt((v - v.mean()).square().sum() / static_cast<double>(dd)); };
-        const double sd_guided = stdev(g);
-        // A guided prediction with no spread (one dimension, or all entries equal) has no scale to
-        // restore: left as it is.
-        if (sd_guided > 0.0) g = s.rescale * (g * (stdev(c.transpose()) / sd_guided)) + (1.0 - s.rescale) * g;
-      }
-      result.row(i) = g.transpose();
-    }
-  } else {
-    Batch gradient;
-    model_->classifier_gradient(x, alpha, sigma, s.target_class, gradient);
-    for (Index i = 0; i < n; ++i) {
-      // At alpha = 0 (pure noise) x says nothing of the class: the exact gradient is 0.
-      if (!guided[i] || alpha[i] == 0.0) continue;
-      result.row(i) += (s.scale * sigma[i] * sigma[i] / alpha[i]) * gradient.row(i);
-    }
+    cfg_combine(cond, other, guided, s.scale, s.rescale, out);
+    return;
+  }
+  Batch result = cond;
+  Batch gradient;
+  model_->classifier_gradient(x, alpha, sigma, s.target_class, gradient);
+  for (Index i = 0; i < x.rows(); ++i) {
+    // At alpha = 0 (pure noise) x says nothing of the class: the exact gradient is 0.
+    if (!guided[i] || alpha[i] == 0.0) continue;
+    result.row(i) += (s.scale * sigma[i] * sigma[i] / alpha[i]) * gradient.row(i);
   }
   out = std::move(result);
 }

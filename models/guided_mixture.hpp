@@ -14,30 +14,28 @@
 // s_k = -(x - alpha mu_k) / v_k the component scores; it equals score_cond - score_uncond.
 //
 // GuidedPredictor turns these into the guided predictions samplers use (native: the denoiser x0):
-//   cfg        classifier-free guidance (Ho & Salimans 2022, arXiv:2207.12598, eq. 6):
-//                  D = (1 + w) D(x | c) - w D(x | n),
-//              n the null class (the unconditional model) or a negative class. Being affine at a
-//              fixed level, the same combination in eps, score or v space gives the same update.
-//              CFG-rescale (Lin et al. 2024, arXiv:2305.08891, section 3.4, eqs. 15-18) with phi:
-//                  D_rescaled = D * std(D(x | c)) / std(D),  D <- phi D_rescaled + (1 - phi) D,
-//              std over a sample's dimensions; applied here to the x0 prediction, the mixture's
-//              native output (with an eps or v network it is taken of that output instead).
+//   cfg        classifier-free guidance with CFG-rescale, a guidance interval and a negative class,
+//              as models/guidance.hpp defines it (its combination is the one every guided model
+//              uses); the mixture's native output is the x0 prediction it combines.
 //   classifier classifier guidance with the exact classifier (Dhariwal & Nichol 2021,
 //              arXiv:2105.05233, Algorithm 1, on the conditional model as their section 4 also
 //              does): score = score(x | c) + w grad log p(c | x_t), i.e. by Tweedie
 //                  D = D(x | c) + w (sigma^2 / alpha) grad log p(c | x_t),
-//              with the gradient computed from the responsibilities directly (above).
+//              with the gradient computed from the responsibilities directly (above), and with the
+//              same guidance interval.
 // With these conventions both kinds at scale w target the same tilted law at the data,
 // p(x | c)^(1 + w) p(x)^(-w) (normalised), which guided sampling is often said to sample and in
 // general does not, because the tilt does not commute with noising; with exact models the two
 // kinds give the same predictions up to rounding.
-//   interval   guidance only where the scale-free noise level sigma / alpha lies in [lo, hi]
-//              (Kynkaenniemi et al. 2024, arXiv:2404.07724, eq. 2); elsewhere the conditional
-//              prediction D(x | c), i.e. w = 0.
+// model_calls() counts the mixture evaluations behind each guided evaluation: the conditional
+// denoiser, plus the null or negative class's denoiser (cfg) or the classifier's gradient
+// (classifier) where a row is guided.
 #pragma once
 
 #include "models/gaussian_mixture.hpp"
+#include "models/guidance.hpp"
 
+#include <atomic>
 #include <limits>
 #include <memory>
 #include <optional>
@@ -70,23 +68,13 @@ class ClassConditionalMixture {
   Eigen::ArrayXd class_prior_;
 };
 
-struct GuidanceSettings {
-  enum class Kind { cfg, classifier };
-  Kind kind = Kind::cfg;
-  Index target_class = 0;
-  double scale = 0.0;    // w: 0 = the conditional model
-  double rescale = 0.0;  // phi of CFG-rescale (cfg only): 0 = plain CFG
-  double sigma_lo = 0.0, sigma_hi = std::numeric_limits<double>::infinity();  // guidance interval in sigma / alpha
-  std::optional<Index> negative_class;  // cfg: in place of the null (unconditional) model
-};
-
-class GuidedPredictor final : public Predictor<Batch> {
+class GuidedPredictor final : public GuidedModelPredictor {
  public:
-  // Throws std::invalid_argument on a class out of range, a negative or non-finite scale, phi
-  // outside [0, 1], an empty interval, or rescale / negative_class with classifier guidance.
+  // Throws std::invalid_argument as check_guidance (models/guidance.hpp) does.
   GuidedPredictor(std::shared_ptr<const ClassConditionalMixture> model, GuidanceSettings settings);
   Parameterization native() const override { return Parameterization::x0; }
   const GuidanceSettings& settings() const { return settings_; }
+  Index model_calls() const override { return calls_.load(std::memory_order_relaxed); }
 
  protected:
   void evaluate(const Batch& x, const PerSample& alpha, const PerSample& sigma, Batch& out) const override;
@@ -94,6 +82,7 @@ class GuidedPredictor final : public Predictor<Batch> {
  private:
   std::shared_ptr<const ClassConditionalMixture> model_;
   GuidanceSettings settings_;
+  mutable std::atomic<Index> calls_{0};
 };
 
 }  // namespace diffode

@@ -20,10 +20,12 @@ void write_sample_file(Hdf5File& out, const SamplingSetup& s, const SamplingOutc
   out.write_attribute("/", "status", r.failed ? "failed" : "ok");
   out.write_attribute("/", "failure", r.failure);
   out.write_attribute("/", "nfe", r.nfe);
+  if (s.guidance) out.write_attribute("/", "model_calls", r.model_calls);
   out.write_attribute("/", "seed", static_cast<double>(s.run.seed));
   out.write_attribute("/", "noise", s.sampler.stochastic ? std::string(noise_kind_name(s.sampler.noise)) : std::string("none"));
   out.write_matrix("initial", r.initial);
   out.write_matrix("samples", r.samples);
+  if (s.guidance) out.write_int64_vector("labels", s.labels());
   out.write_vector("grid/t", s.grid.t);
   out.write_vector("grid/sigma", s.grid.sigma);
   for (std::size_t i = 0; i < r.trajectory.size(); ++i) out.write_matrix(fmt::format("trajectory/step_{:04d}", i + 1), r.trajectory[i]);
@@ -35,9 +37,10 @@ std::string sample_config_help() {
   return "Config keys (unknown keys, wrong types and impossible values are errors naming file, line and key; exit 2,\n"
          "nothing written). Every key, with each sampler's options: docs/config.md.\n" +
          schema_help({&process_schema(), &model_schema(), &grid_schema(), &sampler_table_schema(), &run_schema(), &guidance_schema()}) +
-         "Output HDF5: /samples, /initial, /grid/t, /grid/sigma, /trajectory/step_NNNN; root attributes config, sampler,\n"
-         "status, failure, nfe, seed, noise, command_line, commit, versions, host, start_time, and for a network model, model\n"
-         "(its file and SHA-256, architecture, device).\n"
+         "Output HDF5: /samples, /initial, /grid/t, /grid/sigma, /trajectory/step_NNNN, and with [guidance] /labels (int64,\n"
+         "each row's class); root attributes config, sampler, status, failure, nfe (sampler evaluations per sample), seed,\n"
+         "noise, command_line, commit, versions, host, start_time, with [guidance] model_calls (the model's evaluations per\n"
+         "sample: two per guided evaluation), and for a network model, model (its file and SHA-256, architecture, device).\n"
          "Exit: 0 done, 1 the run failed numerically (recorded in the file), 2 bad input (nothing written; an earlier file\n"
          "at the output is left as it was).";
 }

@@ -108,6 +108,27 @@ void Hdf5File::write_vector(const std::string& name, const std::vector<double>& 
     fail(path_, fmt::format("cannot write dataset '{}'", name));
 }
 
+void Hdf5File::write_int64_vector(const std::string& name, const std::vector<std::int64_t>& values) {
+  ensure_parent_groups(name);
+  const hsize_t dims[1] = {static_cast<hsize_t>(values.size())};
+  Handle space{H5Screate_simple(1, dims, nullptr), H5Sclose};
+  Handle set{H5Dcreate2(static_cast<hid_t>(file_), name.c_str(), H5T_STD_I64LE, space.id, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+             H5Dclose};
+  if (set.id < 0) fail(path_, fmt::format("cannot create dataset '{}'", name));
+  if (H5Dwrite(set.id, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, values.data()) < 0)
+    fail(path_, fmt::format("cannot write dataset '{}'", name));
+}
+
+std::vector<std::int64_t> Hdf5File::read_int64_vector(const std::string& name) const {
+  const auto [rows, cols] = shape(name);
+  if (cols != 1) fail(path_, fmt::format("dataset '{}' is {} x {}, not a vector", name, rows, cols));
+  Handle set{H5Dopen2(static_cast<hid_t>(file_), name.c_str(), H5P_DEFAULT), H5Dclose};
+  std::vector<std::int64_t> out(static_cast<std::size_t>(rows));
+  if (H5Dread(set.id, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, out.data()) < 0)
+    fail(path_, fmt::format("cannot read dataset '{}' as int64", name));
+  return out;
+}
+
 Batch Hdf5File::read_matrix(const std::string& name) const {
   const auto [rows, cols] = shape(name);  // a rank-1 dataset is one column
   const double bytes = 8.0 * static_cast<double>(rows) * static_cast<double>(cols);

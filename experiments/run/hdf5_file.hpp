@@ -36,6 +36,9 @@ class Hdf5File {
   // Datasets; names may contain '/', intermediate groups are created as needed.
   void write_matrix(const std::string& name, const Batch& values);
   void write_vector(const std::string& name, const std::vector<double>& values);
+  // A 1-D int64 dataset (class labels, one per sample row), and its reading back.
+  void write_int64_vector(const std::string& name, const std::vector<std::int64_t>& values);
+  std::vector<std::int64_t> read_int64_vector(const std::string& name) const;
   // A 1-D dataset reads as one column. A dataset that would not fit in this machine's memory is
   // refused before anything is allocated (its extent may be far larger than the file).
   Batch read_matrix(const std::string& name) const;

@@ -231,9 +231,12 @@ GaussianMixture read_mixture(ConfigTable t) {
 const TableSchema& guidance_schema() {
   static const TableSchema s{
       "guidance",
-      "guided sampling of one class of a class-conditional mixture ([model] classes); absent: the model samples p(x)",
-      {integer_key("class", "the requested class c").at_least(0),
-       string_key("kind", "classifier-free guidance, or the exact classifier's gradient added to the conditional score")
+      "guided sampling of a class-conditional model: a mixture with [model] classes, or a network trained with classes (kind = \"network\", "
+      "or \"torchscript\" with signature x_t_class; cfg only); absent: the model samples p(x)",
+      {integer_key("class", "the requested class c, or \"all\": every class in turn, samples / C each (the same x_T for each class, that of a "
+                            "run of samples / C), the results file's `labels` the class of each row")
+           .at_least(0),
+       string_key("kind", "classifier-free guidance, or the exact classifier's gradient added to the conditional score (mixtures only)")
            .fallback_str("cfg")
            .one_of({"cfg", "classifier"}),
        number_key("scale", "w: cfg (1 + w) D(x|c) - w D(x|n); classifier score(x|c) + w grad log p(c|x_t); 0 = the conditional model")
@@ -244,6 +247,50 @@ const TableSchema& guidance_schema() {
        integer_key("negative_class", "the class n in place of the null class (cfg only)").optional("the null class: the unconditional model").at_least(0)}};
   return s;
 }
+
+namespace {
+
+// [guidance] of a model with `classes` classes (the caller checked that it has some). `network`:
+// classifier guidance is refused.
+GuidanceSetup read_guidance_table(ConfigTable t, Index classes, bool network) {
+  GuidanceSetup g;
+  g.classes = classes;
+  GuidanceSettings& s = g.settings;
+  const toml::node* cls = t.has("class") ? t.node("class") : nullptr;
+  if (cls && cls->is_string()) {
+    if (cls->value<std::string>().value_or("") != "all")
+      t.fail("class", fmt::format("'{}': expected a class 0..{} or \"all\"", cls->value<std::string>().value_or(""), classes - 1));
+    g.all_classes = true;
+    s.target_class = 0;
+  } else {
+    s.target_class = t.integer("class");
+    if (s.target_class >= classes)
+      t.fail("class", fmt::format("class {} of a model with {} classes (0..{})", s.target_class, classes, classes - 1));
+  }
+  s.kind = t.string("kind") == "cfg" ? GuidanceSettings::Kind::cfg : GuidanceSettings::Kind::classifier;
+  if (network && s.kind == GuidanceSettings::Kind::classifier)
+    t.fail("kind", "classifier guidance needs a classifier of noisy inputs, which a network does not come with: use kind = \"cfg\"");
+  s.scale = t.number("scale");
+  s.rescale = t.number("rescale");
+  if (t.has("interval")) {
+    const auto interval = t.numbers("interval");
+    if (interval.size() != 2 || !(interval[0] >= 0) || !(interval[1] >= interval[0]) || std::isnan(interval[1]))
+      t.fail("interval", "expected [lo, hi] with 0 <= lo <= hi (sigma / alpha)");
+    s.sigma_lo = interval[0], s.sigma_hi = interval[1];
+  }
+  if (t.has("negative_class")) {
+    s.negative_class = t.integer("negative_class");
+    if (*s.negative_class >= classes)
+      t.fail("negative_class", fmt::format("class {} of a model with {} classes (0..{})", *s.negative_class, classes, classes - 1));
+  }
+  if (s.kind == GuidanceSettings::Kind::classifier)
+    for (const char* key : {"rescale", "negative_class"})
+      if (t.has(key)) t.fail(key, "only with kind = \"cfg\" (classifier-free guidance)");
+  t.finish();
+  return g;
+}
+
+}  // namespace
 
 std::optional<GuidanceSetup> read_guidance(ConfigTable& root, const GaussianMixture& mixture) {
   ConfigTable model = root.table("model").bind(model_schema());
@@ -266,31 +313,22 @@ std::optional<GuidanceSetup> read_guidance(ConfigTable& root, const GaussianMixt
   }
   if (!root.peek("guidance")) return std::nullopt;
   ConfigTable t = root.table("guidance").bind(guidance_schema());
-  GuidanceSetup g{conditional, {}};
-  GuidanceSettings& s = g.settings;
   if (!model.has("classes")) t.fail("class", "guided sampling needs [model] classes (the class of each component)");
-  s.target_class = t.integer("class");
-  if (s.target_class >= conditional->classes())
-    t.fail("class", fmt::format("class {} of a model with {} classes (0..{})", s.target_class, conditional->classes(), conditional->classes() - 1));
-  s.kind = t.string("kind") == "cfg" ? GuidanceSettings::Kind::cfg : GuidanceSettings::Kind::classifier;
-  s.scale = t.number("scale");
-  s.rescale = t.number("rescale");
-  if (t.has("interval")) {
-    const auto interval = t.numbers("interval");
-    if (interval.size() != 2 || !(interval[0] >= 0) || !(interval[1] >= interval[0]) || std::isnan(interval[1]))
-      t.fail("interval", "expected [lo, hi] with 0 <= lo <= hi (sigma / alpha)");
-    s.sigma_lo = interval[0], s.sigma_hi = interval[1];
-  }
-  if (t.has("negative_class")) {
-    s.negative_class = t.integer("negative_class");
-    if (*s.negative_class >= conditional->classes())
-      t.fail("negative_class", fmt::format("class {} of a model with {} classes", *s.negative_class, conditional->classes()));
-  }
-  if (s.kind == GuidanceSettings::Kind::classifier)
-    for (const char* key : {"rescale", "negative_class"})
-      if (t.has(key)) t.fail(key, "only with kind = \"cfg\" (classifier-free guidance)");
-  t.finish();
+  GuidanceSetup g = read_guidance_table(t, conditional->classes(), false);
+  g.model = conditional;
   return g;
+}
+
+std::optional<GuidanceSetup> read_network_guidance(ConfigTable& root, const NetworkModel& network) {
+  if (!root.peek("guidance")) return std::nullopt;
+  ConfigTable t = root.table("guidance").bind(guidance_schema());
+  if (network.classes() < 1) {
+    const ConfigTable model = root.table("model").bind(model_schema());
+    t.fail("class", fmt::format("guided sampling needs a class-conditional network, and [model] {} has no classes (a checkpoint trained "
+                                "with classes, or a torchscript module with signature x_t_class and num_classes)",
+                                model.has("file") ? model.where("file") : std::string("file")));
+  }
+  return read_guidance_table(t, network.classes(), true);
 }
 
 namespace {

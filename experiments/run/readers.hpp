@@ -36,11 +36,18 @@ GaussianMixture read_mixture(ConfigTable t);
 // [model] classes (a class per component) and [guidance]: the class-conditional mixture and the
 // guidance of a guided run (models/guided_mixture.hpp), or nullopt when the config has no
 // [guidance] table (then classes, when given, are only checked: the run samples p(x)).
+// read_network_guidance: [guidance] of a class-conditional network ([model] kind = "network" with
+// classes, or "torchscript" with signature x_t_class): classifier-free guidance only
+// (models/network_guidance.hpp); nullopt without a [guidance] table.
+// [guidance] class is a class 0..C-1 or "all": each class in turn (GuidanceSetup::all_classes).
 struct GuidanceSetup {
-  std::shared_ptr<const ClassConditionalMixture> model;
+  std::shared_ptr<const ClassConditionalMixture> model;  // the mixture's; null for a network
   GuidanceSettings settings;
+  bool all_classes = false;  // class = "all": the run samples every class, settings.target_class each in turn
+  Index classes = 0;         // the model's class count
 };
 std::optional<GuidanceSetup> read_guidance(ConfigTable& root, const GaussianMixture& mixture);
+std::optional<GuidanceSetup> read_network_guidance(ConfigTable& root, const NetworkModel& network);
 // [model] of any kind: the exact mixture, or a network (kind = "network": a diffode checkpoint;
 // "torchscript": a user's module trained under the config's [process]) loaded through the network
 // backend (experiments/run/networks.hpp), with the mixture it was trained on when [model.ground_truth]

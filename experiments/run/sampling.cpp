@@ -3,6 +3,7 @@
 #include "experiments/run/hdf5_file.hpp"
 #include "experiments/run/output.hpp"
 #include "experiments/run/parallel.hpp"
+#include "models/network_guidance.hpp"
 
 #include <fmt/format.h>
 
@@ -47,18 +48,27 @@ RunGrid run_grid(const ConfiguredSampler& sampler, const TimeGrid& grid) {
 
 struct BlockResult {
   IntegrationStats stats;
+  Index model_calls = 0;
   std::vector<Batch> trajectory;
 };
 
-// One block: the sampler on rows [b.begin, b.end) of the scale-free x, then the final step.
-BlockResult run_block(const SamplingSetup& s, const RunGrid& g, const BlockRange& b, Batch& x) {
-  const auto predictor = s.make_predictor();
+// A block of one class run: rows [begin, end) of that run, which starts at row `offset` of x.
+struct ClassBlock {
+  BlockRange range;  // index: position among all blocks; begin, end: rows within the class run
+  Index run_class = 0, offset = 0;
+};
+
+// One block: the sampler on rows [offset + b.begin, offset + b.end) of the scale-free x, then the
+// final step. Its noise is keyed by the row within its class run.
+BlockResult run_block(const SamplingSetup& s, const RunGrid& g, const ClassBlock& cb, Batch& x) {
+  const BlockRange& b = cb.range;
+  const auto predictor = s.make_predictor(cb.run_class);
   const ScaledDenoiser<Batch> denoiser(*s.process, *predictor);
   BlockResult out;
   // The whole batch in one block is moved, not copied (one state less at peak); no other thread
   // touches x then.
-  const bool whole = b.begin == 0 && b.rows() == x.rows();
-  Batch block = whole ? Batch(std::move(x)) : Batch(x.middleRows(b.begin, b.rows()));
+  const bool whole = cb.offset == 0 && b.begin == 0 && b.rows() == x.rows();
+  Batch block = whole ? Batch(std::move(x)) : Batch(x.middleRows(cb.offset + b.begin, b.rows()));
   SamplerObserver observer = [&](const StepInfo& info, const Batch& state) {
     if (s.run.save_trajectory) out.trajectory.push_back(state * denoiser.alpha_at(info.t));
   };
@@ -80,17 +90,32 @@ BlockResult run_block(const SamplingSetup& s, const RunGrid& g, const BlockRange
   if (whole) {
     x = std::move(block);
   } else {
-    x.middleRows(b.begin, b.rows()) = block;
+    x.middleRows(cb.offset + b.begin, b.rows()) = block;
   }
+  const auto* guided = dynamic_cast<const GuidedModelPredictor*>(predictor.get());
+  out.model_calls = guided ? guided->model_calls() : out.stats.nfe;
   return out;
 }
 
 }  // namespace
 
-std::unique_ptr<Predictor<Batch>> SamplingSetup::make_predictor() const {
-  if (guidance) return std::make_unique<GuidedPredictor>(guidance->model, guidance->settings);
+std::unique_ptr<Predictor<Batch>> SamplingSetup::make_predictor(Index run_class) const {
+  if (guidance) {
+    GuidanceSettings settings = guidance->settings;
+    if (guidance->all_classes) settings.target_class = run_class;
+    if (guidance->model) return std::make_unique<GuidedPredictor>(guidance->model, settings);
+    return make_guided_predictor(*network, settings);
+  }
   if (network) return network->make_predictor(-1);
   return std::make_unique<MixturePredictor>(*mixture);
+}
+
+std::vector<std::int64_t> SamplingSetup::labels() const {
+  if (!guidance) return {};
+  const Index n = samples(), per_class = n / class_runs();
+  std::vector<std::int64_t> out(n);
+  for (Index i = 0; i < n; ++i) out[i] = guidance->all_classes ? i / per_class : guidance->settings.target_class;
+  return out;
 }
 
 SamplingSetup read_sampling_setup(ConfigTable& root) {
@@ -99,9 +124,7 @@ SamplingSetup read_sampling_setup(ConfigTable& root) {
   ModelSource model = read_model(root.table("model"), root.table("process"));
   s.mixture = std::move(model.mixture);
   s.network = std::move(model.network);
-  if (!s.network) s.guidance = read_guidance(root, *s.mixture);
-  else if (root.peek("guidance"))
-    root.fail("guidance", "guidance runs on a class-conditional mixture ([model] kind = \"mixture\" with classes), not on a network");
+  s.guidance = s.network ? read_network_guidance(root, *s.network) : read_guidance(root, *s.mixture);
   ConfigTable grid_table = root.table("grid");
   s.grid_spec = read_grid_spec(grid_table);
   try {
@@ -122,8 +145,14 @@ SamplingSetup read_sampling_setup(ConfigTable& root) {
     run_table.fail("initial", "\"exact\" draws x_T from the exact p_T, which needs the mixture the network was trained on ([model.ground_truth])");
   if (!s.run.initial_file.empty()) {
     if (run_table.has("samples")) run_table.fail("samples", "the samples are the rows of initial_file: give one or the other");
+    if (s.class_runs() > 1)
+      run_table.fail("initial_file", "[guidance] class = \"all\" draws each class's x_T from [run] seed: give one class, or no initial_file");
     read_initial_file(run_table, s);
   }
+  if (const Index c = s.class_runs(); c > 1 && s.run.samples % c != 0)
+    run_table.fail("samples", fmt::format("{} samples for [guidance] class = \"all\" of a model with {} classes: samples must be a multiple of {} "
+                                          "(samples / {} of each class)",
+                                          s.run.samples, c, c, c));
   // The run holds x_T, the state and the result, a few block-sized work arrays per thread, and with
   // save_trajectory every grid point's state.
   const double state_bytes = 8.0 * static_cast<double>(s.samples()) * static_cast<double>(s.dims());
@@ -136,16 +165,25 @@ SamplingSetup read_sampling_setup(ConfigTable& root) {
 
 Batch initial_noise(const SamplingSetup& s) {
   if (!s.run.initial_file.empty()) return s.initial_from_file;
+  const Index runs = s.class_runs(), rows = s.run.samples / runs;
+  Batch one;
   if (s.run.initial == "exact") {
     const double alpha_T = alpha_at_scaled_sigma(*s.process, s.grid.sigma.front());
-    return s.mixture->sample_marginal(alpha_T, alpha_T * s.grid.sigma.front(), s.run.samples, s.run.seed);
+    one = s.mixture->sample_marginal(alpha_T, alpha_T * s.grid.sigma.front(), rows, s.run.seed);
+  } else if (s.mixture) {
+    one = s.mixture->sample_marginal(0.0, s.process->prior_std(), rows, s.run.seed);
+  } else {
+    // The prior's draws at alpha = 0 are the noise of sample_marginal alone, keyed by (seed, row)
+    // and not by the mixture: any mixture of the model's dimension gives these same numbers.
+    const Index d = s.dims();
+    const GaussianMixture unit(Eigen::ArrayXd::Ones(1), Batch::Zero(1, d), Batch::Ones(1, d));
+    one = unit.sample_marginal(0.0, s.process->prior_std(), rows, s.run.seed);
   }
-  if (s.mixture) return s.mixture->sample_marginal(0.0, s.process->prior_std(), s.run.samples, s.run.seed);
-  // The prior's draws at alpha = 0 are the noise of sample_marginal alone, keyed by (seed, row) and
-  // not by the mixture: any mixture of the model's dimension gives these same numbers.
-  const Index d = s.dims();
-  const GaussianMixture unit(Eigen::ArrayXd::Ones(1), Batch::Zero(1, d), Batch::Ones(1, d));
-  return unit.sample_marginal(0.0, s.process->prior_std(), s.run.samples, s.run.seed);
+  if (runs == 1) return one;
+  // Each class run starts from the x_T of a run of its own rows.
+  Batch all(s.run.samples, one.cols());
+  for (Index c = 0; c < runs; ++c) all.middleRows(c * rows, rows) = one;
+  return all;
 }
 
 SamplingOutcome run_sampling(const SamplingSetup& s, Batch initial, int threads) { return run_sampling(s, std::move(initial), s.grid, threads); }
@@ -155,12 +193,25 @@ SamplingOutcome run_sampling(const SamplingSetup& s, Batch initial, const TimeGr
   SamplingOutcome out;
   out.initial = std::move(initial);
   out.samples = out.initial / alpha_at_scaled_sigma(*s.process, g.sigmas.front());
-  const auto blocks = make_blocks(out.samples.rows(), s.run.block_rows);
+  // The class runs' blocks, one list, so that threads take blocks of any class.
+  const Index runs = s.class_runs(), total = out.samples.rows();
+  if (total % runs != 0) throw std::invalid_argument(fmt::format("run_sampling: {} rows for {} class runs", total, runs));
+  const Index per_run = total / runs;
+  std::vector<ClassBlock> class_blocks;
+  std::vector<BlockRange> blocks;  // index, and rows of the whole x: for for_each_block and messages
+  for (Index c = 0; c < runs; ++c)
+    for (const BlockRange& b : make_blocks(per_run, s.run.block_rows)) {
+      const Index index = static_cast<Index>(blocks.size());
+      class_blocks.push_back({{index, b.begin, b.end}, c, c * per_run});
+      blocks.push_back({index, c * per_run + b.begin, c * per_run + b.end});
+    }
   std::vector<BlockResult> results(blocks.size());
-  for_each_block(blocks, threads, [&](const BlockRange& b) { results[b.index] = run_block(s, g, b, out.samples); });
+  for_each_block(blocks, threads, [&](const BlockRange& b) { results[b.index] = run_block(s, g, class_blocks[b.index], out.samples); });
   for (std::size_t i = 0; i < blocks.size(); ++i) {
     const IntegrationStats& st = results[i].stats;
-    out.nfe += static_cast<double>(st.nfe) * static_cast<double>(blocks[i].rows()) / static_cast<double>(out.samples.rows());
+    const double share = static_cast<double>(blocks[i].rows()) / static_cast<double>(total);
+    out.nfe += static_cast<double>(st.nfe) * share;
+    out.model_calls += static_cast<double>(results[i].model_calls) * share;
     if (st.failed && !out.failed) {
       out.failed = true;
       out.failure = blocks.size() == 1 ? st.failure : fmt::format("rows {}..{}: {}", blocks[i].begin, blocks[i].end - 1, st.failure);

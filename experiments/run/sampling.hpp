@@ -12,11 +12,17 @@
 //   denoise   the sample is D(x~; sigma~_last) at the grid's last point (one more evaluation).
 // Results depend on [run] seed and block_rows, never on the thread count: blocks are fixed, noise is
 // keyed by (seed, global row), and each block has its own predictor.
+//
+// [guidance] class = "all" samples every class c = 0..C-1 in turn: rows [c m, (c + 1) m), m = N / C,
+// are class c's, a run of its own: its x_T is the x_T of a run of m samples from the run's seed,
+// its blocks start at its first row and its noise is keyed by (seed, row within the class). So each
+// class's rows are, bit for bit, those of a run of class c with m samples, whatever the threads.
 #pragma once
 
 #include "experiments/run/readers.hpp"
 #include "experiments/run/sampler_registry.hpp"
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -28,7 +34,7 @@ struct SamplingSetup {
   // The exact mixture: the model itself, or the mixture a network was trained on ([model.ground_truth]);
   // null for a network without one (then nothing that needs the exact law runs).
   std::shared_ptr<const GaussianMixture> mixture;
-  std::optional<GuidanceSetup> guidance;  // [guidance]: guided sampling of one class
+  std::optional<GuidanceSetup> guidance;  // [guidance]: guided sampling of one class, or of each in turn
   std::shared_ptr<const NetworkModel> network;  // [model] kind = "network" | "torchscript"
   GridSpec grid_spec;
   TimeGrid grid;
@@ -38,15 +44,20 @@ struct SamplingSetup {
 
   Index dims() const { return network ? network->dims() : mixture->dims(); }
   Index samples() const { return run.initial_file.empty() ? run.samples : initial_from_file.rows(); }
+  // The classes a run samples in turn: C for [guidance] class = "all", else 1 (one class, or none).
+  Index class_runs() const { return guidance && guidance->all_classes ? guidance->classes : 1; }
+  // Each row's class: the guidance's class, each class's rows in turn for "all"; empty unguided.
+  std::vector<std::int64_t> labels() const;
   // A block's own model: predictors count evaluations and keep scratch, so threads never share one.
-  std::unique_ptr<Predictor<Batch>> make_predictor() const;
+  // `run_class`: which of class_runs() (for class = "all", the class itself).
+  std::unique_ptr<Predictor<Batch>> make_predictor(Index run_class = 0) const;
 };
 
 // Reads and checks [process], [model], [grid], [sampler] and [run] of `root` (the caller finishes
 // root), the initial-noise file included. Throws ConfigError naming file, line and key.
 SamplingSetup read_sampling_setup(ConfigTable& root);
 
-// x_T of the run, in the process's own variables.
+// x_T of the run, in the process's own variables (class = "all": each class's rows, in turn).
 Batch initial_noise(const SamplingSetup& setup);
 
 struct SamplingOutcome {
@@ -54,6 +65,9 @@ struct SamplingOutcome {
   Batch samples;                  // the process's x at the end (x0 when the run denoised)
   std::vector<Batch> trajectory;  // [run] save_trajectory: x after each step
   double nfe = 0;                 // model evaluations per sample (blocks weighted by their rows)
+  // The model's own evaluations per sample: nfe unguided; with classifier-free guidance, the
+  // conditional and the null (or negative) class's calls behind each evaluation (models/guidance.hpp).
+  double model_calls = 0;
   bool failed = false;
   std::string failure;
   double sigma_end = 0;  // scale-free sigma~ of the result: 0 when the run ended at zero or denoised

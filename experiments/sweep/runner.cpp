@@ -52,6 +52,10 @@ void read_metrics(ConfigTable t, const ConfigTable& run_table, SweepRun& s) {
   s.strong = t.boolean("strong");
   const auto strong_steps = static_cast<int>(t.integer("strong_steps"));
   s.law = t.boolean("law");
+  // A guided network's law is p(x | c) guided, of which [model.ground_truth] (an unconditional
+  // mixture) says nothing.
+  if (s.law && s.sampling.guidance && !s.sampling.guidance->model)
+    t.fail("law", "the sample-law metrics (on by default) compare with an exact law, which a guided network does not have: set law = false");
   if (s.law && !s.sampling.mixture)
     t.fail("law", "the sample-law metrics (on by default) compare with the exact law, which a network has only with [model.ground_truth]: "
                   "give it, or set law = false");
@@ -101,6 +105,8 @@ SweepRun read_run(const RunSpec& spec, const std::string& file) {
     s.likelihood.block_rows = s.sampling.run.block_rows;
   } else {
     s.sampling = read_sampling_setup(root);
+    if (s.sampling.class_runs() > 1)
+      root.table("guidance").fail("class", "\"all\" is for diffode sample; a sweep runs one class per run (make class an axis)");
     read_metrics(root.table("metrics"), root.table("run"), s);
   }
   if (s.sampling.run.save_trajectory) root.table("run").fail("save_trajectory", "not stored by sweeps (use diffode sample)");
@@ -194,7 +200,7 @@ void pathwise_errors(const RunSpec& spec, const SweepRun& s, const SamplingOutco
     out.metric("error_rms") = rms_distance(run.samples, it->second);
     out.metric("error_max") = max_distance(run.samples, it->second);
     out.metric("error_median") = median_distance(run.samples, it->second);
-    if (s.sampling.network && s.sampling.mixture) {
+    if (s.sampling.network && s.sampling.mixture && !s.sampling.guidance) {
       // The error decomposition: the exact mixture's own tight solve from the same x_T to the same
       // end, cached beside the network's.
       auto exact = references.find(key + "|exact");

@@ -72,6 +72,30 @@ TEST_F(GuidanceConfig, SamplesTheRequestedClass) {
   EXPECT_TRUE((outside == conditional).all());
 }
 
+// class = "all" on the mixture: every class in turn, samples / C rows each, labelled; each class's
+// rows are those of a run of that class alone with samples / C (blocks and threads aside).
+TEST_F(GuidanceConfig, AllClassesAreEachClassesRunInTurn) {
+  const fs::path all = dir_ / "all.h5";
+  std::string text = config(all, "[guidance]\nclass = \"all\"\nscale = 2.0");
+  text.replace(text.find("samples = 400"), 13, "samples = 400\nblock_rows = 64");
+  ASSERT_EQ(run_sample_command(write_config("all.toml", text), provenance_, 2), 0);
+  const Hdf5File f(all, Hdf5File::Mode::read);
+  const Batch samples = f.read_matrix("samples");
+  const std::vector<std::int64_t> labels = f.read_int64_vector("labels");
+  ASSERT_EQ(labels.size(), 400u);
+  for (std::size_t i = 0; i < labels.size(); ++i) ASSERT_EQ(labels[i], i < 200 ? 0 : 1) << i;
+  // Sampler evaluations and, behind them, the mixture's: two per guided evaluation.
+  EXPECT_EQ(f.read_double_attribute("/", "model_calls"), 2.0 * f.read_double_attribute("/", "nfe"));
+  for (int c = 0; c < 2; ++c) {
+    const fs::path one = dir_ / fmt::format("class{}.h5", c);
+    std::string single = config(one, fmt::format("[guidance]\nclass = {}\nscale = 2.0", c));
+    single.replace(single.find("samples = 400"), 13, "samples = 200");
+    ASSERT_EQ(run_sample_command(write_config(fmt::format("class{}.toml", c), single), provenance_), 0);
+    EXPECT_TRUE((samples.middleRows(200 * c, 200) == Hdf5File(one, Hdf5File::Mode::read).read_matrix("samples")).all()) << c;
+    EXPECT_GT(share_of_class(samples.middleRows(200 * c, 200), c), 0.99);
+  }
+}
+
 TEST_F(GuidanceConfig, RefusesImpossibleTables) {
   const auto refused = [&](const std::string& name, const std::string& guidance, const std::string& classes) {
     const fs::path out = dir_ / (name + ".h5");
@@ -90,6 +114,8 @@ TEST_F(GuidanceConfig, RefusesImpossibleTables) {
   refused("few_classes", "[guidance]\nclass = 0", "classes = [0, 1, 0]");
   refused("empty_class", "[guidance]\nclass = 0", "classes = [0, 2, 0, 2, 0, 2, 0, 2]");
   refused("fractional", "", "classes = [0, 1.5, 0, 1, 0, 1, 0, 1]");
+  refused("not_all", "[guidance]\nclass = \"every\"", classes);
+  refused("all_indivisible", "[guidance]\nclass = \"all\"", "classes = [0, 1, 2, 0, 1, 2, 0, 1]");  // 400 samples, 3 classes
 }
 
 }  // namespace
