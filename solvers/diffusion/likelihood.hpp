@@ -55,9 +55,9 @@
 //                score Jacobian J~ = -(alpha^2 Sigma + sigma^2 I)^{-1}, exact and free at every
 //                time. Each probe's integrand becomes e^T J_v e - e^T J~_v e + tr J~_v, J~_v =
 //                f I - 1/2 g^2 J~ (the classical control variate with coefficient 1; Owen 2013,
-//                "Monte Carlo theory, methods and examples", chapter 8): unbiased for any fixed Sigma, with
-//                the same probes in both forms, so only the part of J_s the surrogate misses costs
-//                variance. The columns stay independent per-probe estimates, so the standard error is
+//                "Monte Carlo theory, methods and examples", chapter 8): unbiased for any fixed
+//                Sigma, with the same probes in both forms, so only the part of J_s the surrogate
+//                misses costs variance. The columns stay independent per-probe estimates, so the standard error is
 //                theirs, std / sqrt(K), as before. Rademacher probes already pay nothing for J's
 //                diagonal, so with them only Sigma's off-diagonal structure can help (an isotropic or
 //                diagonal surrogate would change nothing); Gaussian probes gain the identity part too.
@@ -71,7 +71,7 @@
 // the point's own solve (the one it would do alone, bit for bit) costs 2 evaluations for the
 // starting step (HNW I, section II.4) + 1 first stage + 6 per attempted step of Dopri5, 8 of
 // Verner's 6(5) (both FSAL; a rejected step keeps its first stage): LikelihoodResult::nfe reports
-// that count. An evaluation is one model call with its divergence or its K JVPs (Hutch++: two
+// that count. The exponential pairs in lambda count theirs as likelihood_exponential.hpp says. An evaluation is one model call with its divergence or its K JVPs (Hutch++: two
 // rounds of JVPs, k then k + r, each with the score).
 #pragma once
 
