@@ -6,6 +6,9 @@
 //     (everything closed form) and on the ring2d and mix16 mixtures under VP and EDM;
 //   - adaptive, both pairs reach the exact log-density within a tolerance-sized error, and a lone
 //     point's evaluation count is the batched count of its own solve;
+//   - the estimators that are exact by construction (basis probes, Hutch++ with a full residual
+//     frame, the control variate with the data law itself) give the exact divergence's answer under
+//     the exponential pair too, which checks each column's linear weight;
 //   - the control variate: exact when the surrogate is the data law itself (a single Gaussian),
 //     unbiased with intervals that cover on mix16 (Rademacher and Gaussian probes), and a point's
 //     result does not depend on its batch.
@@ -136,6 +139,48 @@ TEST(LikelihoodExponential, AdaptivePairsReachTheExactLogDensity) {
           previous = error;
         }
       }
+    }
+  }
+}
+
+// Every estimator's columns carry their own linear weight (linear_weights(): |e|^2 for probes, k and
+// D - k for Hutch++, D with the control variate). With the exponential pair, the estimators that are
+// exact by construction give the exact divergence's answer: the D scaled basis vectors, Hutch++
+// with a full residual frame (k = 1, r = D - 1), and Gaussian probes with the data law itself as the
+// surrogate (on the single Gaussian). A wrong weight would show as a gap of order the linear
+// term's share, D log(sigma_T / sigma_min).
+TEST(LikelihoodExponential, ExactEstimatorsGiveTheExactDivergencesAnswer) {
+  const std::unique_ptr<Process> p = make_process("edm");
+  for (const NamedMixture& m : mixtures()) {
+    const Data d = held_out(*p, m.mixture, 16, 5);
+    const Index dims = d.x.cols();
+    const MixtureDivergence source(m.mixture);
+    LikelihoodOptions exact;
+    exact.method = AdaptiveMethod::exponential23;
+    exact.adaptive.rtol = exact.adaptive.atol = 1e-8;
+    const LikelihoodResult a = log_likelihood(*p, source, d.x, exact);
+    std::vector<std::pair<std::string, LikelihoodOptions>> estimators;
+    LikelihoodOptions basis = exact;
+    basis.divergence = DivergenceMethod::hutchinson;
+    basis.hutchinson.law = ProbeLaw::basis;
+    estimators.emplace_back("basis", basis);
+    LikelihoodOptions hpp = exact;
+    hpp.divergence = DivergenceMethod::hutchpp;
+    hpp.hutchinson = {.probes = dims + 1, .seed = 4, .sketch = 1};
+    estimators.emplace_back("hutch++ k = 1, r = D - 1", hpp);
+    if (m.name == "gaussian4") {
+      LikelihoodOptions cv = exact;
+      cv.divergence = DivergenceMethod::hutchinson;
+      cv.hutchinson = {.probes = 3, .law = ProbeLaw::gaussian, .seed = 8};
+      cv.control_variate = std::make_shared<GaussianSurrogate>(GaussianSurrogate::from_covariance(m.mixture.covariance()));
+      estimators.emplace_back("gaussian + exact surrogate", cv);
+    }
+    for (const auto& [name, options] : estimators) {
+      const LikelihoodResult b = log_likelihood(*p, source, d.x, options);
+      ASSERT_FALSE(b.stats.failed) << b.stats.failure;
+      const double gap = (a.delta_log_p - b.delta_log_p).abs().maxCoeff() / static_cast<double>(dims);
+      std::printf("%-9s %-27s max |gap| to the exact divergence %.2e nats/dim\n", m.name.c_str(), name.c_str(), gap);
+      EXPECT_LT(gap, 1e-6) << m.name << " " << name;
     }
   }
 }
