@@ -25,6 +25,7 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 PROBLEMS = [("edm/ring2d", "2-D ring"), ("edm/iso16", "16-D mixture (iso16)"), ("edm/diag64", "64-D mixture (diag64)")]
+ESTIMATORS = ["rademacher", "gaussian", "orthogonal", "hutchpp", "rademacher_cv", "gaussian_cv"]
 TARGET = 1e-3  # nats/dim: what a bits/dim table reports to two decimals
 
 
@@ -41,6 +42,8 @@ def read_runs(path):
         variant = r["variant"]
         r["estimator"] = ("hutchpp" if "divergence=hutchpp" in variant else
                           re.search(r"probe=(\w+)", variant).group(1) if "divergence=hutchinson" in variant else "exact")
+        if "control_variate=gaussian" in variant:
+            r["estimator"] += "_cv"
         m = re.search(r"probes=(\d+)", variant)
         r["jvps"] = int(m.group(1)) if m else 0  # per point per evaluation; 0 for the exact divergence
         m = re.search(r"probe_seed=(\d+)", variant)
@@ -52,19 +55,23 @@ def read_runs(path):
 def exact_label(r):
     v = r["variant"]
     m = re.search(r"rho=([\d.]+)", v)
-    where = f"u = sigma~^(1/{float(m.group(1)):g})" if "time=sigma_rho" in v else "t"
+    where = (f"u = sigma~^(1/{float(m.group(1)):g})" if "time=sigma_rho" in v else
+             "lambda" if r["sampler"].startswith("exponential") else "t")
     return f"{r['sampler']}, {where}"
 
 
 def tex(label):
     """The plot's form of an exact_label: sigma~^(1/rho) as mathtext."""
     m = re.search(r"u = sigma~\^\(1/([\d.]+)\)", label)
-    return label.replace(m.group(0), rf"$u = \tilde\sigma^{{1/{m.group(1)}}}$") if m else label.replace(", t", ", $t$")
+    if m:
+        return label.replace(m.group(0), rf"$u = \tilde\sigma^{{1/{m.group(1)}}}$")
+    return label.replace(", lambda", r", $\lambda$").replace(", t", ", $t$")
 
 
 def estimator_label(name):
     return {"rademacher": "Rademacher", "gaussian": "Gaussian", "orthogonal": "orthogonal frames",
-            "hutchpp": "Hutch++ (2k + r JVPs)"}[name]
+            "hutchpp": "Hutch++ (2k + r JVPs)", "rademacher_cv": "Rademacher + Gaussian control variate",
+            "gaussian_cv": "Gaussian + Gaussian control variate"}[name]
 
 
 def main():
@@ -125,7 +132,7 @@ def main():
         ax.legend(fontsize=7)
 
         ax = axes[1][col]
-        for name in ["rademacher", "gaussian", "orthogonal", "hutchpp"]:
+        for name in ESTIMATORS:
             pts = sorted(est_lines.get((problem, name), []))
             if pts:
                 y = np.array([q[1] for q in pts])
@@ -163,7 +170,7 @@ def main():
             "standard error per dimension, mean over points and seeds.", "",
             "| mixture | estimator | JVPs per evaluation | ll_error (range) | mean std_error | NFE |", "|---|---|---:|---:|---:|---:|"]
     for problem, _ in PROBLEMS:
-        for name in ["rademacher", "gaussian", "orthogonal", "hutchpp"]:
+        for name in ESTIMATORS:
             for jvps, err, nfe, se, low, high, seeds in sorted(est_lines.get((problem, name), [])):
                 se_text = f"{se:.2e}" if se > 0 else "-"  # none with one probe (or one Hutch++ residual probe)
                 out.append(f"| {problem.split('/')[1]} | {estimator_label(name)} | {jvps} | {err:.2e} ({low:.1e}..{high:.1e}) "

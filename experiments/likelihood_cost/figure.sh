@@ -5,8 +5,8 @@
 #   experiments/likelihood_cost/figure.sh build/experiments/diffode
 # writes results/likelihood_cost.h5 (not committed; the sweep resumes from it), and
 # results/likelihood_cost.png, results/likelihood_cost.csv and results/likelihood_cost_sweep.md.
-# About 6 minutes with --threads 2 on a loaded 2-core machine (the exact-divergence runs take
-# 12 s of it, the Hutch++ and 16-probe runs two thirds).
+# About 9 minutes for the 316 runs with --threads 1 on a loaded machine (the exact-divergence runs
+# take under a minute of it, the Hutch++ and 16-probe runs most).
 set -euo pipefail
 diffode=${1:-build/experiments/diffode}
 here=$(dirname "$0")

@@ -16,6 +16,7 @@
 #include <cmath>
 #include <iostream>
 #include <limits>
+#include <memory>
 #include <numeric>
 #include <utility>
 #include <vector>
@@ -26,16 +27,16 @@ const TableSchema& likelihood_schema() {
   static const TableSchema s{
       "likelihood",
       "the probability-flow ODE solve of log p (diffode likelihood; a sweep's runs with [run] task = \"likelihood\")",
-      {string_key("solver", "an adaptive pair with per-point error control (Dormand-Prince 5(4), Verner's 6(5)), or a fixed-step solver")
+      {string_key("solver", "an adaptive pair with per-point error control (Dormand-Prince 5(4), Verner's 6(5); the exponential pairs DPM-Solver-23 / -12 in lambda, linear part exact), or a fixed-step solver")
            .fallback_str("dopri5")
-           .one_of({"dopri5", "verner65", "euler", "heun", "midpoint", "rk4"}),
+           .one_of({"dopri5", "verner65", "exponential23", "exponential12", "euler", "heun", "midpoint", "rk4"}),
        number_key("rtol", "relative tolerance (adaptive solvers)").fallback(1e-5).above(0),
        number_key("atol", "absolute tolerance (adaptive solvers)").fallback(1e-5).above(0),
        string_key("error_norm", "adaptive solvers: each point its own steps, or one step for a block (the literature's batch RK45)")
            .fallback_str("per_point")
            .one_of({"per_point", "batch"}),
        integer_key("steps", "uniform steps in the time variable (fixed-step solvers, required there)").optional("required for fixed-step solvers").at_least(1).at_most(1000000),
-       string_key("time", "the ODE's variable: t from t_min to T, u = log sigma~ (better for fixed grids), or u = sigma~^(1/rho) (EDM's warped noise level)")
+       string_key("time", "the ODE's variable: t from t_min to T, u = log sigma~ (better for fixed grids), or u = sigma~^(1/rho) (EDM's warped noise level); the exponential pairs always use log sigma~ = -lambda")
            .fallback_str("process")
            .one_of({"process", "log_sigma", "sigma_rho"}),
        number_key("rho", "time = \"sigma_rho\": the exponent rho of u = sigma~^(1/rho)").optional("7 with time = \"sigma_rho\"").above(0).at_most(1000),
@@ -48,6 +49,9 @@ const TableSchema& likelihood_schema() {
            .one_of({"rademacher", "gaussian", "orthogonal", "basis"}),
        integer_key("sketch", "hutchpp: the sketch's width k (r = probes - 2k residual probes); default probes / 4, at least 1").optional("probes / 4").at_least(1),
        integer_key("probe_seed", "seed of the probes").fallback_int(0).at_least(0),
+       string_key("control_variate", "hutchinson: subtract each probe's form of a Gaussian surrogate's score Jacobian and add its exact trace (the mixture's moments, else the points' sample covariance)")
+           .fallback_str("none")
+           .one_of({"none", "gaussian"}),
        string_key("prior", "log p_T: the mixture's own (the error is the solver's; a network: its ground truth's) or N(0, prior_std^2 I)")
            .optional("exact for a mixture, gaussian for a network")
            .one_of({"exact", "gaussian"}),
@@ -65,12 +69,15 @@ void read_adaptive(ConfigTable& t, LikelihoodSetup& s) {
   // the largest error ratio of the block sets one step for all its points, as a solver that
   // sees the batch as one ODE would (the literature's scipy RK45 setting, up to its RMS norm).
   s.options.adaptive.norm = t.string("error_norm") == "per_point" ? ErrorNorm::per_sample : ErrorNorm::batch;
-  s.options.method = s.solver == "verner65" ? AdaptiveMethod::verner65 : AdaptiveMethod::dopri5;
+  s.options.method = s.solver == "verner65"        ? AdaptiveMethod::verner65
+                     : s.solver == "exponential23" ? AdaptiveMethod::exponential23
+                     : s.solver == "exponential12" ? AdaptiveMethod::exponential12
+                                                   : AdaptiveMethod::dopri5;
 }
 
 void read_fixed(ConfigTable& t, LikelihoodSetup& s) {
   for (const char* key : {"rtol", "atol", "error_norm"})
-    if (t.has(key)) t.fail(key, fmt::format("only for the adaptive solvers dopri5 and verner65 (the fixed-step solver '{}' takes steps)", s.solver));
+    if (t.has(key)) t.fail(key, fmt::format("only for the adaptive solvers dopri5, verner65, exponential23 and exponential12 (the fixed-step solver '{}' takes steps)", s.solver));
   if (!t.has("steps"))
     t.fail("steps", fmt::format("required for the fixed-step solver '{}' (the number of uniform steps in the time variable)", s.solver));
   s.steps = static_cast<int>(t.integer("steps"));
@@ -84,8 +91,11 @@ void read_divergence(ConfigTable& t, LikelihoodSetup& s, Index dims) {
   if (s.options.divergence == DivergenceMethod::exact) {
     for (const char* key : {"probes", "probe", "sketch", "probe_seed"})
       if (t.has(key)) t.fail(key, "only with divergence = \"hutchinson\" or \"hutchpp\"");
+    if (t.has("control_variate")) t.fail("control_variate", "only with divergence = \"hutchinson\" (the exact divergence has no variance)");
     return;
   }
+  if (s.options.divergence == DivergenceMethod::hutchpp && t.has("control_variate"))
+    t.fail("control_variate", "only with divergence = \"hutchinson\" (Hutch++ takes its own low-rank part out)");
   if (s.options.divergence == DivergenceMethod::hutchpp) {
     if (t.has("probe")) t.fail("probe", "Hutch++ draws its own Gaussian sketch and residual probes (the law is for divergence = \"hutchinson\")");
     if (!t.has("probes")) t.fail("probes", "required for Hutch++: the JVPs per evaluation, 2 sketch + residual (e.g. 8)");
@@ -107,6 +117,9 @@ void read_divergence(ConfigTable& t, LikelihoodSetup& s, Index dims) {
                              : law == "gaussian" ? ProbeLaw::gaussian
                              : law == "orthogonal" ? ProbeLaw::orthogonal
                                                  : ProbeLaw::basis;
+  s.control_variate = t.string("control_variate") == "gaussian";
+  if (s.control_variate && s.options.hutchinson.law == ProbeLaw::basis)
+    t.fail("control_variate", "the basis probes give the exact trace already");
   if (s.options.hutchinson.law == ProbeLaw::basis) {
     if (t.has("probes")) t.fail("probes", "the basis probes are the D scaled unit vectors: give no count");
   } else {
@@ -121,7 +134,7 @@ void check_likelihood_process(ConfigTable t, const LikelihoodSetup& setup, const
   if (setup.options.time == LikelihoodTime::process) return;
   const double lo = process.lambda(process.t_min()), hi = process.lambda(process.t_max());
   if (!std::isfinite(lo) || !std::isfinite(hi))
-    t.fail("time", fmt::format("log sigma~ (the variable's source) is infinite at an end of {}'s range [{}, {}] (lambda = {}, {}): use time = \"process\", or a "
+    t.fail(setup.exponential() ? "solver" : "time", fmt::format("log sigma~ (the variable's source) is infinite at an end of {}'s range [{}, {}] (lambda = {}, {}): use time = \"process\", or a "
                                "process whose t_max keeps alpha > 0",
                                process.name(), process.t_min(), process.t_max(), lo, hi));
 }
@@ -136,6 +149,12 @@ LikelihoodSetup read_likelihood_setup(ConfigTable t, Index dims, const ModelSour
     read_fixed(t, s);
   const std::string time = t.string("time");
   s.options.time = time == "process" ? LikelihoodTime::process : time == "log_sigma" ? LikelihoodTime::log_sigma : LikelihoodTime::sigma_rho;
+  if (s.exponential()) {
+    // The exponential pairs are formulated in lambda: their variable is not a choice.
+    if (t.has("time") && s.options.time != LikelihoodTime::log_sigma)
+      t.fail("time", fmt::format("{} integrates in lambda (u = log sigma~ = -lambda) by construction: leave time out", s.solver));
+    s.options.time = LikelihoodTime::log_sigma;
+  }
   if (t.has("rho")) {
     if (s.options.time != LikelihoodTime::sigma_rho) t.fail("rho", "only with time = \"sigma_rho\"");
     s.options.rho = t.number("rho");
@@ -244,16 +263,23 @@ LikelihoodResult evaluate_log_likelihood(const LikelihoodSetup& setup, const Pro
   const Index model_dims = model.network ? model.network->dims() : model.mixture->dims();
   if (dims != model_dims)
     throw std::invalid_argument(fmt::format("evaluate_log_likelihood: points have {} columns, the model {} dims", dims, model_dims));
+  // The control variate's surrogate, fixed for the whole data set (so that a point's result does not
+  // depend on its block): the mixture's own moments where the model has one, else the sample
+  // covariance of all the points.
+  LikelihoodSetup with_surrogate = setup;
+  if (setup.control_variate && setup.options.divergence == DivergenceMethod::hutchinson)
+    with_surrogate.options.control_variate = std::make_shared<GaussianSurrogate>(
+        model.mixture ? GaussianSurrogate::from_covariance(model.mixture->covariance()) : GaussianSurrogate::from_points(points));
   const std::vector<BlockRange> blocks = make_blocks(n, setup.block_rows);
   std::vector<LikelihoodResult> parts(blocks.size());
   for_each_block(blocks, threads, [&](const BlockRange& b) {
     const Batch x = points.middleRows(b.begin, b.rows());
     if (model.network) {
       const NetworkDivergence source(model.network->make_score_jacobian(-1));
-      parts[b.index] = solve_block(setup, process, source, model.mixture.get(), x, b.begin);
+      parts[b.index] = solve_block(with_surrogate, process, source, model.mixture.get(), x, b.begin);
     } else {
       const MixtureDivergence source(*model.mixture);
-      parts[b.index] = solve_block(setup, process, source, model.mixture.get(), x, b.begin);
+      parts[b.index] = solve_block(with_surrogate, process, source, model.mixture.get(), x, b.begin);
     }
   });
 

@@ -31,13 +31,18 @@ enum class LikelihoodPrior { exact, gaussian };
 
 // The solver part of a likelihood run, from a [likelihood] table.
 struct LikelihoodSetup {
-  std::string solver = "dopri5";  // "dopri5" | "verner65" (adaptive) | "euler" | "heun" | "midpoint" | "rk4" (fixed grid)
+  // "dopri5" | "verner65" | "exponential23" | "exponential12" (adaptive) | "euler" | "heun" | "midpoint" | "rk4" (fixed grid)
+  std::string solver = "dopri5";
   LikelihoodOptions options;      // rtol, atol, time, divergence, Hutchinson probes
   int steps = 0;                  // fixed-step solvers: uniform grid in options.time's variable
   Index block_rows = 256;         // rows per block (threads take whole blocks)
   LikelihoodPrior prior = LikelihoodPrior::exact;
+  // Hutchinson: the Gaussian control variate (evaluate_log_likelihood builds its surrogate).
+  bool control_variate = false;
   // An adaptive pair (steps from rtol and atol) rather than a fixed grid.
-  bool adaptive() const { return solver == "dopri5" || solver == "verner65"; }
+  bool adaptive() const { return solver == "dopri5" || solver == "verner65" || exponential(); }
+  // An exponential pair in lambda (solvers/diffusion/likelihood_exponential.hpp).
+  bool exponential() const { return solver == "exponential23" || solver == "exponential12"; }
 };
 
 // [likelihood]: the schema, and its reader (calls table.finish(); errors name key and line).

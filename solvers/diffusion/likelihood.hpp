@@ -50,6 +50,18 @@
 //                integrand stays smooth for the adaptive solver. Standard error: the residual
 //                probes' std / sqrt(r) times sqrt(1 - r/(D - k)).
 //
+//   control variate (Hutchinson only) a Gaussian surrogate N(mu, Sigma) for the data (the
+//                mixture's own moments, or the sample covariance of the points evaluated) has the
+//                score Jacobian J~ = -(alpha^2 Sigma + sigma^2 I)^{-1}, exact and free at every
+//                time. Each probe's integrand becomes e^T J_v e - e^T J~_v e + tr J~_v, J~_v =
+//                f I - 1/2 g^2 J~ (the classical control variate with coefficient 1; Owen 2013,
+//                "Monte Carlo theory, methods and examples", chapter 8): unbiased for any fixed
+//                Sigma, with the same probes in both forms, so only the part of J_s the surrogate
+//                misses costs variance. The columns stay independent per-probe estimates, so the standard error is
+//                theirs, std / sqrt(K), as before. Rademacher probes already pay nothing for J's
+//                diagonal, so with them only Sigma's off-diagonal structure can help (an isotropic or
+//                diagonal surrogate would change nothing); Gaussian probes gain the identity part too.
+//
 // State. The augmented state is an N x (D + C) Batch, C = 1 (exact) or K (Hutchinson): each row is
 // one point with its integrals. integrate_adaptive's per-sample error control therefore controls a
 // point and its integrals together (the RMS error ratio runs over the row's D + C entries), with a
@@ -59,7 +71,7 @@
 // the point's own solve (the one it would do alone, bit for bit) costs 2 evaluations for the
 // starting step (HNW I, section II.4) + 1 first stage + 6 per attempted step of Dopri5, 8 of
 // Verner's 6(5) (both FSAL; a rejected step keeps its first stage): LikelihoodResult::nfe reports
-// that count. An evaluation is one model call with its divergence or its K JVPs (Hutch++: two
+// that count. The exponential pairs in lambda count theirs as likelihood_exponential.hpp says. An evaluation is one model call with its divergence or its K JVPs (Hutch++: two
 // rounds of JVPs, k then k + r, each with the score).
 #pragma once
 
@@ -68,8 +80,11 @@
 #include "problems/process.hpp"
 #include "solvers/adaptive.hpp"
 #include "solvers/integrate.hpp"
+#include "solvers/diffusion/likelihood_exponential.hpp"
 #include "solvers/ode/dopri5.hpp"
 #include "solvers/ode/verner65.hpp"
+
+#include <Eigen/Eigenvalues>
 
 #include <Random123/boxmuller.hpp>
 #include <Random123/philox.h>
@@ -79,6 +94,7 @@
 #include <cmath>
 #include <cstdint>
 #include <iterator>
+#include <memory>
 #include <numbers>
 #include <span>
 #include <stdexcept>
@@ -134,8 +150,10 @@ class MixtureDivergence final : public DivergenceSource {
 
 enum class DivergenceMethod { exact, hutchinson, hutchpp };
 
-// The adaptive pair of log_likelihood: Dormand-Prince 5(4) or Verner's 6(5) (solvers/ode).
-enum class AdaptiveMethod { dopri5, verner65 };
+// The adaptive pair of log_likelihood: Dormand-Prince 5(4) or Verner's 6(5) (solvers/ode) in
+// options.time's variable, or the exponential pairs DPM-Solver-12 / -23 in lambda
+// (likelihood_exponential.hpp; they always integrate in u = log sigma~ = -lambda).
+enum class AdaptiveMethod { dopri5, verner65, exponential12, exponential23 };
 
 // The independent variable of the solve. The augmented ODE is the same curve in either; only the
 // steps differ.
@@ -275,6 +293,32 @@ inline std::vector<Batch> hutchinson_probes(Index n, Index dims, const Hutchinso
   return probes;
 }
 
+// The control variate's surrogate: a Gaussian N(mu, Sigma) for the data, whose score under the
+// process, s~(x) = -(alpha^2 Sigma + sigma^2 I)^{-1} (x - alpha mu), has the Jacobian
+// J~ = -U diag(1 / (alpha^2 v_j + sigma^2)) U^T (Sigma = U diag(v) U^T) in closed form, its trace
+// too, at any (alpha, sigma). The mean does not enter. Any fixed Sigma keeps the estimator
+// unbiased (E[e^T J~ e] = tr J~ for any probe law with E[e e^T] = I); the closer J~ is to J_s, the
+// less variance is left.
+struct GaussianSurrogate {
+  Eigen::VectorXd variances;  // v_j >= 0, the eigenvalues of Sigma
+  Eigen::MatrixXd basis;      // U, D x D orthonormal
+
+  // From a covariance (symmetric; eigenvalues clipped at 0).
+  static GaussianSurrogate from_covariance(const Eigen::MatrixXd& covariance) {
+    if (covariance.rows() != covariance.cols() || covariance.rows() == 0 || !covariance.allFinite())
+      throw std::invalid_argument("GaussianSurrogate: the covariance must be a finite square matrix");
+    const Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> eigen(0.5 * (covariance + covariance.transpose()));
+    return {eigen.eigenvalues().cwiseMax(0.0), eigen.eigenvectors()};
+  }
+  // The sample covariance of the rows of x (n >= 2).
+  static GaussianSurrogate from_points(const Batch& x) {
+    if (x.rows() < 2) throw std::invalid_argument("GaussianSurrogate: need at least two points for a covariance");
+    const Eigen::MatrixXd m = x.matrix();
+    const Eigen::MatrixXd centred = m.rowwise() - m.colwise().mean();
+    return from_covariance(centred.transpose() * centred / static_cast<double>(x.rows() - 1));
+  }
+};
+
 // Hutch++'s probes, fixed along the trajectory: the sketch S (k Batches N x D) and the residual
 // probes G (r Batches), both Gaussian.
 struct HutchppProbes {
@@ -331,6 +375,58 @@ class AugmentedProbabilityFlow {
   // probe integrals whose mean estimates the remaining trace.
   Index exact_integrals() const { return is_hutchpp() ? 1 : 0; }
 
+  // Hutchinson only: subtract each probe's quadratic form of the surrogate's J~ and add its exact
+  // trace (module comment, "control variate"). The probes are rotated into the surrogate's basis
+  // once, row by row (so a point's numbers do not depend on its batch).
+  void set_control_variate(std::shared_ptr<const GaussianSurrogate> surrogate) {
+    if (probes_.empty() || is_hutchpp())
+      throw std::invalid_argument("AugmentedProbabilityFlow: the control variate is for Hutchinson's probes only");
+    if (surrogate == nullptr || surrogate->variances.size() != dims_ || surrogate->basis.rows() != dims_ ||
+        surrogate->basis.cols() != dims_)
+      throw std::invalid_argument(fmt::format("AugmentedProbabilityFlow: the surrogate must have D = {} dimensions", dims_));
+    surrogate_ = std::move(surrogate);
+    rotated_probes_.clear();
+    for (const Batch& e : probes_) {
+      Batch p(e.rows(), dims_);
+      for (Index i = 0; i < e.rows(); ++i) p.row(i) = (e.row(i).matrix() * surrogate_->basis).array();
+      rotated_probes_.push_back(std::move(p));
+    }
+  }
+  bool has_control_variate() const { return surrogate_ != nullptr; }
+
+  // Each integral column's weight of the identity in its integrand (N x C): the integrand of the
+  // matrix a I + b J_s is a w + b (the form): D for the exact divergence and the control variate,
+  // |e_k|^2 for Hutchinson's probes, k and D - k for Hutch++ (|q_j| = 1, |u_l|^2 = D - k).
+  Batch linear_weights(Index n) const {
+    Batch w(n, integrals());
+    if (is_hutchpp()) {
+      const Index k = static_cast<Index>(hutchpp_.sketch.size());
+      w.col(0).setConstant(static_cast<double>(k));
+      w.rightCols(w.cols() - 1).setConstant(static_cast<double>(dims_ - k));
+    } else if (probes_.empty() || surrogate_) {
+      w.setConstant(static_cast<double>(dims_));
+    } else {
+      for (std::size_t k = 0; k < probes_.size(); ++k) w.col(static_cast<Index>(k)) = squared_norms_[k];
+    }
+    return w;
+  }
+
+  // The exponential integrator's nonlinear part (likelihood_exponential.hpp) at u = log sigma~ =
+  // -lambda (time = log_sigma): [x0, G_1..G_C] with the denoiser x0 = (x + sigma^2 s) / alpha and
+  // G_k the k-th integrand of alpha J_x0 = I + sigma^2 J_s (the same estimator as the drift's).
+  void data_prediction(const Batch& z, const PerSample& u, Batch& out) const {
+    if (time_ != LikelihoodTime::log_sigma)
+      throw std::invalid_argument("AugmentedProbabilityFlow: the data prediction is for the log_sigma variable");
+    check_columns(z);
+    const PerSample t = u.unaryExpr([this](double s) { return process_.t_of_lambda(-s); });
+    x_ = z.leftCols(dims_);
+    const PerSample alpha = process_.alpha(t), sigma = process_.sigma(t);
+    const PerSample sigma2 = sigma * sigma;
+    out.resize(z.rows(), z.cols());
+    integrands(alpha, sigma, PerSample::Ones(z.rows()), sigma2, out);
+    out.leftCols(dims_) = (x_ + score_.colwise() * sigma2).colwise() / alpha;
+  }
+
   // The solve's range in its own variable: [t_min, T], [log sigma~(t_min), log sigma~(T)], or
   // [sigma~(t_min)^(1/rho), sigma~(T)^(1/rho)].
   double start() const { return likelihood_variable(process_, time_, rho_, process_.t_min()); }
@@ -358,34 +454,60 @@ class AugmentedProbabilityFlow {
     return rho;
   }
 
-  void drift_in_t(const Batch& z, const PerSample& t, Batch& out) const {
-    const Index n = z.rows();
+  void check_columns(const Batch& z) const {
     if (z.cols() != dims_ + integrals())
       throw std::invalid_argument(fmt::format("AugmentedProbabilityFlow: state has {} columns, expected {}", z.cols(),
                                               dims_ + integrals()));
+  }
+
+  void drift_in_t(const Batch& z, const PerSample& t, Batch& out) const {
+    const Index n = z.rows();
+    check_columns(z);
     x_ = z.leftCols(dims_);
     const PerSample alpha = process_.alpha(t), sigma = process_.sigma(t);
     const PerSample f = process_.f(t), half_g2 = 0.5 * process_.g2(t);
     out.resize(n, z.cols());
+    integrands(alpha, sigma, f, -half_g2, out);
+    out.leftCols(dims_) = x_.colwise() * f - score_.colwise() * half_g2;
+  }
+
+  // The integrand columns of the matrix a I + b J_s (J_v = f I - 1/2 g^2 J_s in t; alpha J_x0 =
+  // I + sigma^2 J_s for the exponential integrator), per point: a w_k + b (the k-th quadratic form
+  // of J_s, or div s); leaves the score of the same call in score_.
+  void integrands(const PerSample& alpha, const PerSample& sigma, const PerSample& a, const PerSample& b, Batch& out) const {
+    const Index n = x_.rows();
     if (is_hutchpp()) {
-      hutchpp_integrands(alpha, sigma, f, half_g2, out);
+      hutchpp_integrands(alpha, sigma, a, b, out);
     } else if (probes_.empty()) {
       source_.score_and_divergence(x_, alpha, sigma, score_, divergence_);
-      out.col(dims_) = f * static_cast<double>(dims_) - half_g2 * divergence_;
+      out.col(dims_) = a * static_cast<double>(dims_) + b * divergence_;
     } else {
       if (probes_.front().rows() != n)
         throw std::invalid_argument("AugmentedProbabilityFlow: the probes were drawn for another number of points");
       source_.score_and_jvps(x_, alpha, sigma, probes_, score_, jvps_);
-      for (std::size_t k = 0; k < probes_.size(); ++k)
-        out.col(dims_ + static_cast<Index>(k)) =
-            f * squared_norms_[k] - half_g2 * (probes_[k] * jvps_[k]).rowwise().sum();
+      if (surrogate_) {
+        // The control variate (module comment): e^T J_s e - e^T J~ e + tr J~ with the Gaussian
+        // surrogate's J~ = -U diag(1 / (alpha^2 v_j + sigma^2)) U^T; its identity part a I enters
+        // exactly (a D), whatever |e|.
+        surrogate_weights_.resize(n, dims_);
+        for (Index i = 0; i < n; ++i)
+          surrogate_weights_.row(i) = 1.0 / (alpha[i] * alpha[i] * surrogate_->variances.transpose().array() + sigma[i] * sigma[i]);
+        const PerSample trace = -surrogate_weights_.rowwise().sum();
+        for (std::size_t k = 0; k < probes_.size(); ++k) {
+          const PerSample form = (probes_[k] * jvps_[k]).rowwise().sum();
+          const PerSample surrogate_form = -(rotated_probes_[k].square() * surrogate_weights_).rowwise().sum();
+          out.col(dims_ + static_cast<Index>(k)) = a * static_cast<double>(dims_) + b * (form - surrogate_form + trace);
+        }
+      } else {
+        for (std::size_t k = 0; k < probes_.size(); ++k)
+          out.col(dims_ + static_cast<Index>(k)) = a * squared_norms_[k] + b * (probes_[k] * jvps_[k]).rowwise().sum();
+      }
     }
-    out.leftCols(dims_) = x_.colwise() * f - score_.colwise() * half_g2;
   }
 
   // Hutch++ at one evaluation (module comment): the sketch's JVPs, then per point Q and the
   // residual probes, then their JVPs; writes the 1 + r integrand columns and leaves the score.
-  void hutchpp_integrands(const PerSample& alpha, const PerSample& sigma, const PerSample& f, const PerSample& half_g2,
+  void hutchpp_integrands(const PerSample& alpha, const PerSample& sigma, const PerSample& a, const PerSample& b,
                           Batch& out) const {
     const Index n = x_.rows(), d = dims_;
     const Index k = static_cast<Index>(hutchpp_.sketch.size()), r = static_cast<Index>(hutchpp_.residual.size());
@@ -398,8 +520,8 @@ class AugmentedProbabilityFlow {
       double mu = 0;
       for (Index j = 0; j < k; ++j) {
         s.col(j) = hutchpp_.sketch[j].row(i).transpose();
-        // A s_j = f s_j - 1/2 g^2 J_s s_j.
-        shifted.col(j) = f[i] * s.col(j) - half_g2[i] * jvps_[j].row(i).transpose().matrix();
+        // A s_j = a s_j + b J_s s_j (in t: f s_j - 1/2 g^2 J_s s_j).
+        shifted.col(j) = a[i] * s.col(j) + b[i] * jvps_[j].row(i).transpose().matrix();
         mu += s.col(j).dot(shifted.col(j)) / s.col(j).squaredNorm();
       }
       mu /= static_cast<double>(k);
@@ -417,9 +539,9 @@ class AugmentedProbabilityFlow {
     // |q_j| = 1 and |u_l|^2 = D - k exactly: the f I part of J_v enters without noise.
     PerSample projected = PerSample::Zero(n);
     for (Index j = 0; j < k; ++j) projected += (directions_[j] * jvps_[j]).rowwise().sum();
-    out.col(d) = f * static_cast<double>(k) - half_g2 * projected;
+    out.col(d) = a * static_cast<double>(k) + b * projected;
     for (Index l = 0; l < r; ++l)
-      out.col(d + 1 + l) = f * static_cast<double>(d - k) - half_g2 * (directions_[k + l] * jvps_[k + l]).rowwise().sum();
+      out.col(d + 1 + l) = a * static_cast<double>(d - k) + b * (directions_[k + l] * jvps_[k + l]).rowwise().sum();
   }
 
   const Process& process_;
@@ -430,9 +552,12 @@ class AugmentedProbabilityFlow {
   std::vector<Batch> probes_;
   std::vector<PerSample> squared_norms_;
   HutchppProbes hutchpp_;
+  std::shared_ptr<const GaussianSurrogate> surrogate_;
+  std::vector<Batch> rotated_probes_;  // the probes in the surrogate's basis, e_k U
   // Scratch, reused across calls (a problem is used by one solve at a time).
   mutable Batch x_, score_, second_score_;
   mutable PerSample divergence_;
+  mutable Batch surrogate_weights_;
   mutable std::vector<Batch> jvps_, directions_;
 };
 
@@ -447,6 +572,8 @@ struct LikelihoodOptions {
   AdaptiveOptions adaptive{.rtol = 1e-5, .atol = 1e-5};
   // Index of the first point in the probe streams (for a data set solved in chunks).
   Index first_point = 0;
+  // Hutchinson only: the Gaussian control variate's surrogate (none: plain Hutchinson).
+  std::shared_ptr<const GaussianSurrogate> control_variate;
 };
 
 // Per point (rows of the input): log_p = prior_log_p + delta_log_p, in nats.
@@ -483,6 +610,8 @@ inline std::pair<Index, Index> hutchpp_split(const HutchinsonOptions& o, Index d
 
 inline AugmentedProbabilityFlow make_augmented(const Process& process, const DivergenceSource& source, Index n,
                                                Index dims, const LikelihoodOptions& options) {
+  if (options.control_variate && options.divergence != DivergenceMethod::hutchinson)
+    throw std::invalid_argument("log_likelihood: the control variate is for divergence = hutchinson only");
   if (options.divergence == DivergenceMethod::exact) return {process, source, dims, options.time, options.rho};
   if (options.divergence == DivergenceMethod::hutchpp) {
     const auto [k, r] = hutchpp_split(options.hutchinson, dims);
@@ -496,8 +625,10 @@ inline AugmentedProbabilityFlow make_augmented(const Process& process, const Div
     probes.residual.assign(std::make_move_iterator(all.begin() + k), std::make_move_iterator(all.end()));
     return {process, source, dims, std::move(probes), options.time, options.rho};
   }
-  return {process, source, dims, hutchinson_probes(n, dims, options.hutchinson, options.first_point), options.time,
-          options.rho};
+  AugmentedProbabilityFlow flow{process, source, dims, hutchinson_probes(n, dims, options.hutchinson, options.first_point),
+                                options.time, options.rho};
+  if (options.control_variate) flow.set_control_variate(options.control_variate);
+  return flow;
 }
 
 // The finite-population factor of the standard error (module comment): 1 - K/D for K orthogonal
@@ -551,38 +682,49 @@ namespace detail {
 
 template <class Stepper>
 LikelihoodResult solve_adaptive(const Process& process, const DivergenceSource& source, const Batch& x,
-                                const LikelihoodOptions& options) {
+                                const LikelihoodOptions& options, Stepper stepper) {
   const Index dims = x.cols();
   const AugmentedProbabilityFlow flow = make_augmented(process, source, x.rows(), dims, options);
   Batch z = augment(x, flow.integrals());
-  Stepper stepper;
   const AdaptiveStats stats = integrate_adaptive(stepper, flow, flow.start(), flow.end(), z, options.adaptive);
   LikelihoodResult r = read_out(process, z, dims, flow.exact_integrals(), finite_population_factor(options, dims));
   r.stats = stats;
   r.accepted = stats.accepted;
   r.rejected = stats.rejected_per_sample;
-  // The point's own solve: the starting-step heuristic's 2 evaluations (unless a first step is
-  // given), the first stage, then s - 1 per attempt of an FSAL pair (module comment).
   static_assert(Stepper::traits.adaptive);
-  const Index per_attempt = Stepper::traits.evaluations_per_step;
-  const Index start = options.adaptive.initial_step > 0 ? 1 : 3;
+  const bool given = options.adaptive.initial_step > 0;
   r.nfe.resize(x.rows());
-  for (Index i = 0; i < x.rows(); ++i) r.nfe[i] = start + per_attempt * (stats.accepted[i] + stats.rejected_per_sample[i]);
+  for (Index i = 0; i < x.rows(); ++i) {
+    if constexpr (requires { Stepper::point_evaluations(Index{}, Index{}, bool{}); }) {
+      r.nfe[i] = Stepper::point_evaluations(stats.accepted[i], stats.rejected_per_sample[i], given);
+    } else {
+      // The point's own solve: the starting-step heuristic's 2 evaluations (unless a first step is
+      // given), the first stage, then s - 1 per attempt of an FSAL pair (module comment).
+      r.nfe[i] = (given ? 1 : 3) + Stepper::traits.evaluations_per_step * (stats.accepted[i] + stats.rejected_per_sample[i]);
+    }
+  }
   return r;
 }
 
 }  // namespace detail
 
 // log p_{t_min}(x) for each row of x (data at t_min, in the process's space), by an adaptive pair
-// (options.method: Dopri5 or Verner 6(5), both FSAL) with per-point error control from t_min to T
-// (in options.time's variable).
+// with per-point error control from t_min to T: Dopri5 or Verner 6(5) (both FSAL) in options.time's
+// variable, or an exponential pair in lambda (options.time is then log_sigma whatever it says:
+// likelihood_exponential.hpp).
 inline LikelihoodResult log_likelihood(const Process& process, const DivergenceSource& source, const Batch& x,
                                        const LikelihoodOptions& options = {}) {
+  LikelihoodOptions in_lambda = options;
+  in_lambda.time = LikelihoodTime::log_sigma;
   switch (options.method) {
-    case AdaptiveMethod::verner65: return detail::solve_adaptive<Verner65<Batch>>(process, source, x, options);
+    case AdaptiveMethod::verner65: return detail::solve_adaptive(process, source, x, options, Verner65<Batch>{});
+    case AdaptiveMethod::exponential12:
+      return detail::solve_adaptive(process, source, x, in_lambda, ExponentialLikelihoodPair<2>(process));
+    case AdaptiveMethod::exponential23:
+      return detail::solve_adaptive(process, source, x, in_lambda, ExponentialLikelihoodPair<3>(process));
     case AdaptiveMethod::dopri5: break;
   }
-  return detail::solve_adaptive<Dopri5<Batch>>(process, source, x, options);
+  return detail::solve_adaptive(process, source, x, options, Dopri5<Batch>{});
 }
 
 // The same with any fixed-step ODE stepper of solvers/ode on a grid in options.time's variable,

@@ -140,6 +140,14 @@ TEST(LikelihoodSetupReader, ErrorsNameFileLineAndKey) {
       {"[likelihood]\nblock_rows = 0\n", "c.toml:2: likelihood.block_rows: must be >= 1"},
       {"[likelihood]\ntime = \"log_sigma\"\nrho = 3\n", "c.toml:3: likelihood.rho: only with time = \"sigma_rho\""},
       {"[likelihood]\ntime = \"sigma_rho\"\nrho = 0\n", "c.toml:3: likelihood.rho: must be"},
+      {"[likelihood]\nsolver = \"exponential23\"\ntime = \"process\"\n", "c.toml:3: likelihood.time: exponential23 integrates in lambda"},
+      {"[likelihood]\nsolver = \"exponential12\"\nsteps = 8\n", "c.toml:3: likelihood.steps: only for the fixed-step solvers"},
+      {"[likelihood]\ncontrol_variate = \"gaussian\"\n", "c.toml:2: likelihood.control_variate: only with divergence = \"hutchinson\""},
+      {"[likelihood]\ndivergence = \"hutchpp\"\nprobes = 8\ncontrol_variate = \"gaussian\"\n",
+       "c.toml:4: likelihood.control_variate: only with divergence = \"hutchinson\""},
+      {"[likelihood]\ndivergence = \"hutchinson\"\nprobe = \"basis\"\ncontrol_variate = \"gaussian\"\n",
+       "c.toml:4: likelihood.control_variate: the basis probes"},
+      {"[likelihood]\ndivergence = \"hutchinson\"\ncontrol_variate = \"linear\"\n", "c.toml:3: likelihood.control_variate: 'linear' is not one of"},
   };
   for (const auto& [text, expected] : cases) {
     const std::string message = setup_error(text);
@@ -284,6 +292,40 @@ TEST_F(LikelihoodCommand, HutchinsonStandardErrorsCoverTheExactValue) {
   EXPECT_NEAR(summary(h5).at("ll_std_error"), se.mean() / 16.0, 1e-15);
 }
 
+// The exponential pair in lambda and the Gaussian control variate through the command: the exact
+// log-density to a tolerance-sized error, and standard errors that are reported and cover.
+TEST(LikelihoodSetupReader, ReadsTheExponentialPairsAndTheControlVariate) {
+  const Config config = Config::from_string(
+      "[likelihood]\nsolver = \"exponential12\"\nrtol = 1e-4\ndivergence = \"hutchinson\"\nprobes = 4\ncontrol_variate = \"gaussian\"\n", "c.toml");
+  ConfigTable root = config.root();
+  const LikelihoodSetup s = read_likelihood_setup(root.table("likelihood"));
+  EXPECT_TRUE(s.adaptive());
+  EXPECT_TRUE(s.exponential());
+  EXPECT_EQ(s.options.method, AdaptiveMethod::exponential12);
+  EXPECT_EQ(s.options.time, LikelihoodTime::log_sigma);
+  EXPECT_TRUE(s.control_variate);
+  EXPECT_EQ(read_likelihood_setup(Config::from_string("[likelihood]\nsolver = \"exponential23\"\ntime = \"log_sigma\"\n", "c.toml").root().table("likelihood"))
+                .options.method,
+            AdaptiveMethod::exponential23);
+}
+
+TEST_F(LikelihoodCommand, ExponentialPairWithAControlVariateReachesTheExactValue) {
+  const fs::path out = dir_ / "e.h5";
+  const auto [code, err] = run(write_config("e.toml", config(out, "points = 24\nseed = 6", "solver = \"exponential23\"\nrtol = 1e-6\natol = 1e-6")));
+  ASSERT_EQ(code, 0) << err;
+  EXPECT_LT(column(Hdf5File(out, Hdf5File::Mode::read), "error").abs().maxCoeff() / 2.0, 1e-4);
+  const fs::path cv = dir_ / "cv.h5";
+  const std::string likelihood =
+      "solver = \"exponential23\"\nrtol = 1e-7\natol = 1e-7\ndivergence = \"hutchinson\"\nprobes = 16\nprobe = \"gaussian\"\ncontrol_variate = \"gaussian\"";
+  const auto [code2, err2] = run(write_config("cv.toml", config(cv, "points = 24\nseed = 6", likelihood, "preset = \"iso16\"")));
+  ASSERT_EQ(code2, 0) << err2;
+  const Hdf5File h5(cv, Hdf5File::Mode::read);
+  const PerSample error = column(h5, "error"), se = column(h5, "std_error");
+  EXPECT_TRUE((se > 0).all());
+  EXPECT_LT((error / se).abs().maxCoeff(), 4.0);
+  EXPECT_LT(std::abs(error.mean()), 3.0 * std::sqrt(se.square().sum()) / 24.0);
+}
+
 TEST_F(LikelihoodCommand, FixedStepRk4InLogSigmaRunsItsGrid) {
   const fs::path out = dir_ / "rk4.h5";
   ASSERT_EQ(run(write_config("r.toml", config(out, "points = 8", "solver = \"rk4\"\nsteps = 64\ntime = \"log_sigma\""))).first, 0);
@@ -362,7 +404,7 @@ TEST_F(LikelihoodCommand, TheExampleConfigRuns) {
 
 TEST(LikelihoodHelp, NamesEveryKey) {
   const std::string help = likelihood_config_help();
-  for (const char* key : {"solver", "rtol", "atol", "steps", "time", "divergence", "probes", "probe_seed", "prior", "block_rows",
+  for (const char* key : {"solver", "rtol", "atol", "steps", "time", "divergence", "probes", "probe_seed", "control_variate", "prior", "block_rows",
                           "source", "points", "seed", "dataset", "scale", "offset", "bin_width", "file"})
     EXPECT_NE(help.find(key), std::string::npos) << key;
 }
