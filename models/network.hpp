@@ -180,15 +180,80 @@ struct TrainingOutcome {
   std::vector<TrainingProgress> history;  // one entry per step since the start of training
 };
 
+// A feature network: rows of images (C x H x W, channel-major) in, one feature vector per row out,
+// for Frechet distances on features (experiments/run/frechet.hpp) and for classifying samples.
+//   classifier   a checkpoint of diffode's image classifier (models/torch/classifier_torch.hpp): its
+//                features are the penultimate layer, its logits the last;
+//   torchscript  a user's TorchScript module taking N x C x H x W (or N x D when no shape is given)
+//                and returning N x F (more dimensions are flattened), e.g. pytorch-fid's Inception-v3.
+struct FeatureSpec {
+  std::string kind = "classifier";  // "classifier" or "torchscript"
+  std::string file;
+  // The shape each row is reshaped to (C, H, W); empty: the rows as they are (N x D). A classifier
+  // checks it against its own.
+  std::vector<Index> input_shape;
+  // What the network is handed: input_scale * x + input_shift of the stored values x.
+  double input_scale = 1.0, input_shift = 0.0;
+  std::string dtype = "float32";  // the dtype of the module's input ("float32" or "float64")
+};
+
+class FeatureNetwork {
+ public:
+  virtual ~FeatureNetwork() = default;
+  virtual Index input_dims() const = 0;    // C H W; 0 when the spec gave no shape
+  virtual Index feature_dims() const = 0;  // 0 until known (a module without a shape is not dry-run)
+  virtual Index classes() const = 0;       // logits of a classifier; 0 for a module
+  // A short name for results ("fmnist-classifier", a module's file stem) and the SHA-256 of its file.
+  virtual std::string name() const = 0;
+  virtual std::string sha256() const = 0;
+  virtual std::string description() const = 0;
+  // Features (N x F) and, of a classifier, logits (N x classes; throws std::logic_error otherwise).
+  virtual Batch features(const Batch& rows) const = 0;
+  virtual Batch logits(const Batch& rows) const = 0;
+};
+
+// The image classifier (models/torch/classifier_torch.hpp): two stages of 3x3 convolution, GroupNorm,
+// ReLU and 2x2 max-pooling, a fully connected layer of `features` units (the features), ReLU, and a
+// linear layer to the logits.
+struct ClassifierArchitecture {
+  Index channels = 1, height = 28, width = 28;
+  Index classes = 10;
+  Index conv1 = 32, conv2 = 64;  // channels of the two convolution stages (multiples of 8: GroupNorm's 8 groups)
+  Index features = 128;
+  std::string name = "classifier";  // what its features are called ("fmnist-classifier")
+};
+
+// Cross-entropy training of the classifier with AdamW, a linear warm-up and a cosine decay of the
+// learning rate; reproducible and resumable as TrainingSpec is (labels are required).
+struct ClassifierTrainingSpec {
+  ClassifierArchitecture architecture;
+  TrainingData data;
+  std::uint64_t seed = 0;
+  std::int64_t steps = 1000;
+  std::int64_t batch_size = 128;
+  double learning_rate = 2e-3;
+  double weight_decay = 1e-4;
+  std::int64_t warmup_steps = 100;
+  std::int64_t checkpoint_every = 500;
+  std::string checkpoint_file;
+  std::string resume_from;
+  std::string device = "cpu";
+  std::string dtype = "float32";
+  int threads = 1;
+};
+
 // The functions the backend library exports, as one table (see experiments/run/networks.hpp for the
 // loader). `stop` is polled between steps (SIGINT): when it returns true, training writes a
 // checkpoint and returns with `interrupted` set.
 struct NetworkBackend {
-  int abi_version = 2;  // 2: NetworkModel::make_score_jacobian
+  int abi_version = 3;  // 2: NetworkModel::make_score_jacobian; 3: feature networks, classifier training
   std::shared_ptr<const NetworkModel> (*load_checkpoint)(const std::string& file, const NetworkRuntime& runtime) = nullptr;
   std::shared_ptr<const NetworkModel> (*load_torchscript)(const TorchScriptSpec& spec, const NetworkRuntime& runtime) = nullptr;
   TrainingOutcome (*train)(const TrainingSpec& spec, const std::function<void(const TrainingProgress&)>& progress,
                            const std::function<bool()>& stop) = nullptr;
+  std::shared_ptr<const FeatureNetwork> (*load_features)(const FeatureSpec& spec, const NetworkRuntime& runtime) = nullptr;
+  TrainingOutcome (*train_classifier)(const ClassifierTrainingSpec& spec, const std::function<void(const TrainingProgress&)>& progress,
+                                      const std::function<bool()>& stop) = nullptr;
 };
 
 }  // namespace diffode

@@ -81,9 +81,43 @@ struct FdOptions {
   std::vector<std::string> save_stats;  // one path per input
   long long block_rows = 4096;
   int threads = 1;
+  // --features: raw (pixels), classifier:FILE or torchscript:FILE (run/features.hpp).
+  std::string features = "raw";
+  bool features_given = false;
+  std::string input_shape;           // --input-shape C,H,W ("" : the network's own, or the rows as stored)
+  std::string input_scale;           // --input-scale a,b: the network is handed a x + b ("": 1,0)
+  std::string feature_dtype = "float32";
 };
 int run_fd_command(const FdOptions& options);
 std::string fd_help();
+
+// `diffode classify SAMPLES.h5 --classifier FILE`: the fraction of each requested class (the
+// integer dataset `labels`) that the classifier assigns to it, or, without labels, the share of
+// rows it assigns to each class; optionally written to HDF5.
+struct ClassifyOptions {
+  std::string input;  // a sample file or fashion_mnist:test / fashion_mnist:train
+  std::string classifier;
+  std::string dataset = "samples";
+  std::string labels = "labels";
+  std::string output;  // "" : print only
+  int threads = 1;
+};
+int run_classify_command(const ClassifyOptions& options);
+std::string classify_help();
+
+// `diffode grid SAMPLES.h5 OUT.png`: a PNG grid of the rows as images (run/png.hpp).
+struct GridOptions {
+  std::string input, output;
+  std::string dataset = "samples";
+  std::string labels = "labels";
+  bool rows_by_label = false;  // one row of the grid per class, from the labels
+  long long columns = 10;
+  long long count = 100;       // images without --rows-by-label (the first rows)
+  std::string image;           // C,H,W; "" : 1,28,28 (or the data's own)
+  long long padding = 2;
+};
+int run_grid_command(const GridOptions& options);
+std::string grid_help();
 
 // [output] of diffode likelihood.
 struct TableSchema;

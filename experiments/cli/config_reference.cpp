@@ -1,6 +1,7 @@
 // docs/config.md, generated from the schemas (tests/experiments/config_reference_test.cpp fails
 // when the committed file differs: regenerate it with `diffode config-reference > docs/config.md`).
 #include "experiments/cli/commands.hpp"
+#include "experiments/run/classifier_training.hpp"
 #include "experiments/run/likelihood.hpp"
 #include "experiments/run/readers.hpp"
 #include "experiments/run/sampler_registry.hpp"
@@ -30,6 +31,9 @@ std::string config_reference_markdown() {
     out += schema_markdown(*t);
   out += "## Training\n\nThe tables of `diffode train` besides `[process]` (its `[data]` and `[output]` are its own, not the likelihood's).\n\n";
   for (const TableSchema* t : {&network_schema(), &training_data_schema(), &train_schema(), &training_output_schema()}) out += schema_markdown(*t);
+  out += "## Classifier training\n\n`diffode train` with `[train] task = \"classifier\"`: `[classifier]`, its own `[data]` and `[train]`, and the "
+         "`[output]` above (no `[process]`).\n\n";
+  for (const TableSchema* t : {&classifier_schema(), &classifier_data_schema(), &classifier_train_schema()}) out += schema_markdown(*t);
   out += "## Samplers\n\nEach sampler's options, beside `name`, in its `[sampler]` table.\n\n";
   for (const SamplerEntry& e : sampler_registry()) out += schema_markdown(e.options);
   return out;

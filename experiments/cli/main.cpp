@@ -54,6 +54,10 @@ struct CommandLine {
   CLI::App* orders = nullptr;
   CLI::App* fd = nullptr;
   CLI::App* train = nullptr;
+  CLI::App* classify = nullptr;
+  CLI::App* grid = nullptr;
+  diffode::ClassifyOptions classify_options;
+  diffode::GridOptions grid_options;
   diffode::TrainOptions train_options;
   std::string config, sweep_output, out_dir = "results";
   int threads = cores();
@@ -115,8 +119,34 @@ void add_commands(CLI::App& app, CommandLine& c) {
   c.fd->add_option("--dataset", c.fd_options.dataset, "The dataset of a sample file")->capture_default_str();
   c.fd->add_option("--save-stats", c.fd_options.save_stats, "Write each input's statistics to these files (one per input)");
   c.fd->add_option("--block-rows", c.fd_options.block_rows, "Rows per block of the moments")->capture_default_str()->check(CLI::PositiveNumber);
+  c.fd->add_option("--features", c.fd_options.features, "pixels (raw), classifier:FILE or torchscript:FILE")->capture_default_str();
+  c.fd->add_option("--input-shape", c.fd_options.input_shape, "C,H,W each row is reshaped to for the feature network");
+  c.fd->add_option("--input-scale", c.fd_options.input_scale, "a,b: the feature network is handed a x + b of the stored x");
+  c.fd->add_option("--feature-dtype", c.fd_options.feature_dtype, "float32 or float64: the feature network's input")->capture_default_str();
   add_threads(c.fd, c.threads, "Threads (results do not depend on it)");
   c.fd->footer(diffode::fd_help());
+
+  c.classify = app.add_subcommand("classify", "Classify the rows of a sample file: the fraction of each requested class assigned to it");
+  c.classify->add_option("input", c.classify_options.input, "SAMPLES.h5, fashion_mnist:test or fashion_mnist:train")->required();
+  c.classify->add_option("--classifier", c.classify_options.classifier, "A classifier checkpoint of diffode train (task = \"classifier\")")
+      ->required();
+  c.classify->add_option("--dataset", c.classify_options.dataset, "The rows of a sample file")->capture_default_str();
+  c.classify->add_option("--labels", c.classify_options.labels, "The integer dataset of requested classes")->capture_default_str();
+  c.classify->add_option("--output", c.classify_options.output, "Write the tallies to this HDF5 file");
+  add_threads(c.classify, c.threads, "LibTorch threads");
+  c.classify->footer(diffode::classify_help());
+
+  c.grid = app.add_subcommand("grid", "Write the rows of a sample file as a PNG grid of images");
+  c.grid->add_option("input", c.grid_options.input, "SAMPLES.h5, fashion_mnist:test or fashion_mnist:train")->required();
+  c.grid->add_option("output", c.grid_options.output, "OUT.png")->required();
+  c.grid->add_option("--dataset", c.grid_options.dataset, "The rows of a sample file")->capture_default_str();
+  c.grid->add_option("--labels", c.grid_options.labels, "The integer dataset of requested classes")->capture_default_str();
+  c.grid->add_flag("--rows-by-label", c.grid_options.rows_by_label, "One grid row per class (needs the labels)");
+  c.grid->add_option("--columns", c.grid_options.columns, "Images per grid row")->capture_default_str();
+  c.grid->add_option("--count", c.grid_options.count, "Images without --rows-by-label (the first rows)")->capture_default_str();
+  c.grid->add_option("--image", c.grid_options.image, "C,H,W of each row (default 1,28,28)");
+  c.grid->add_option("--padding", c.grid_options.padding, "White pixels between images")->capture_default_str();
+  c.grid->footer(diffode::grid_help());
 }
 
 // A first word that is neither a command nor an option: CLI11 would only say that a command is
@@ -156,8 +186,14 @@ int run_command(const CLI::App& app, CommandLine& c, int argc, char** argv) {
   if (c.fd->parsed()) {
     c.fd_options.dataset_given = c.fd->count("--dataset") > 0;
     c.fd_options.threads = c.threads;
+    c.fd_options.features_given = c.fd->count("--features") > 0;
     return diffode::run_fd_command(c.fd_options);
   }
+  if (c.classify->parsed()) {
+    c.classify_options.threads = c.threads;
+    return diffode::run_classify_command(c.classify_options);
+  }
+  if (c.grid->parsed()) return diffode::run_grid_command(c.grid_options);
   if (c.train->parsed()) {
     c.train_options.threads = c.threads;
     return diffode::run_train_command(c.config, provenance, c.train_options);

@@ -2,6 +2,7 @@
 // the network backend (models/network.hpp, opened on first use); write the checkpoint and the
 // training history (layout in train_config_help()).
 #include "experiments/cli/commands.hpp"
+#include "experiments/run/classifier_training.hpp"
 #include "experiments/run/hdf5_file.hpp"
 #include "experiments/run/networks.hpp"
 #include "experiments/run/output.hpp"
@@ -115,6 +116,7 @@ void write_history(Hdf5File& h5, const TrainingRun& run, const TrainingOutcome& 
 int run_train_command(const std::filesystem::path& config_path, const ProvenanceSource& provenance_source, const TrainOptions& options) {
   TrainingRun run;
   try {
+    if (training_task(config_path) == "classifier") return run_classifier_train_command(config_path, provenance_source, options);
     run = read_training_run(config_path);
     if (options.resume) {
       if (!std::filesystem::exists(run.checkpoint))

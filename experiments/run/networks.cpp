@@ -15,7 +15,7 @@ namespace diffode {
 namespace {
 
 constexpr const char* kLibraryName = "libdiffode_networks.so";
-constexpr int kAbiVersion = 2;
+constexpr int kAbiVersion = 3;
 
 std::mutex backend_mutex;
 const NetworkBackend* installed = nullptr;

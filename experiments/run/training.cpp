@@ -158,7 +158,10 @@ const TableSchema& train_schema() {
   static const TableSchema s{
       "train",
       "diffode train: denoising score matching with AdamW, warm-up, clipping and an EMA of the weights",
-      {integer_key("steps", "optimiser steps").fallback_int(1000).at_least(1).at_most(1'000'000'000),
+      {string_key("task", "what is trained: a score network, or an image classifier (its own tables: experiments/run/classifier_training.hpp)")
+           .fallback_str("score")
+           .one_of({"score", "classifier"}),
+       integer_key("steps", "optimiser steps").fallback_int(1000).at_least(1).at_most(1'000'000'000),
        integer_key("batch_size", "data rows per step").fallback_int(256).at_least(1).at_most(1 << 24),
        number_key("learning_rate", "AdamW's learning rate after the warm-up").fallback(1e-3).above(0).at_most(10),
        number_key("weight_decay", "AdamW's decoupled weight decay").fallback(0.0).at_least(0),
@@ -225,6 +228,7 @@ TrainingRun read_training_run(const std::filesystem::path& config_path) {
   net.finish();
 
   ConfigTable train = root.table("train", train_schema());
+  if (train.string("task") != "score") train.fail("task", "a classifier config is read by read_classifier_run");
   s.steps = train.integer("steps");
   s.batch_size = train.integer("batch_size");
   s.learning_rate = train.number("learning_rate");

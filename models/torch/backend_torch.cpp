@@ -2,14 +2,17 @@
 // the torch-free program can call once it has opened this library.
 #include "models/network.hpp"
 #include "models/torch/network_model_torch.hpp"
+#include "models/torch/classifier_torch.hpp"
 #include "models/torch/training_torch.hpp"
 
 extern "C" __attribute__((visibility("default"))) const diffode::NetworkBackend* diffode_network_backend() {
   static const diffode::NetworkBackend backend{
-      .abi_version = 2,
+      .abi_version = 3,
       .load_checkpoint = &diffode::load_checkpoint_model,
       .load_torchscript = &diffode::load_torchscript_model,
       .train = &diffode::train_network,
+      .load_features = &diffode::load_feature_network,
+      .train_classifier = &diffode::train_classifier,
   };
   return &backend;
 }

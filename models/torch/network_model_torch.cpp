@@ -99,6 +99,8 @@ class Sha256 {
   std::uint64_t bits_ = 0;
 };
 
+}  // namespace
+
 std::string file_sha256(const std::string& file) {
   std::ifstream in(file, std::ios::binary);
   if (!in) throw std::runtime_error(fmt::format("{}: cannot open", file));
@@ -108,6 +110,8 @@ std::string file_sha256(const std::string& file) {
     hash.update(reinterpret_cast<const unsigned char*>(buffer.data()), static_cast<std::size_t>(in.gcount()));
   return hash.hex();
 }
+
+namespace {
 
 void require_file(const std::string& file) {
   std::error_code error;
