@@ -1,5 +1,8 @@
 #include "experiments/sweep/runner.hpp"
 
+#include "experiments/run/classifier_training.hpp"
+#include "experiments/run/features.hpp"
+#include "experiments/run/hdf5_file.hpp"
 #include "experiments/run/likelihood.hpp"
 #include "experiments/run/metrics.hpp"
 #include "experiments/run/output.hpp"
@@ -11,7 +14,9 @@
 
 #include <chrono>
 #include <algorithm>
+#include <cctype>
 #include <cmath>
+#include <filesystem>
 #include <optional>
 #include <sstream>
 
@@ -38,7 +43,10 @@ struct SweepRun {
   // task "sample"
   std::optional<TimeGrid> fine_grid;  // the strong error's fine solve: same schedule, strong_steps
   double reference_rtol = 1e-10;
-  bool strong = true, law = true;
+  bool pathwise = true, strong = true, law = true;
+  // The image metrics: a Frechet distance against a reference set, and the class accuracy.
+  std::optional<FeatureChoice> frechet_features;
+  std::string frechet_features_text, frechet_reference, classifier;
   std::uint64_t law_seed = 1000003;
   // task "likelihood"
   LikelihoodSetup likelihood;
@@ -49,9 +57,16 @@ struct SweepRun {
 void read_metrics(ConfigTable t, const ConfigTable& run_table, SweepRun& s) {
   t = t.bind(metrics_schema());
   s.reference_rtol = t.number("reference_rtol");
+  s.pathwise = t.boolean("pathwise");
+  // class = "all" runs every class from the same x_T; the reference solve knows one class.
+  if (s.pathwise && s.sampling.class_runs() > 1 && !s.sampling.sampler.stochastic)
+    t.fail("pathwise", "the pathwise errors (on by default) solve the PF-ODE of one class, and [guidance] class = \"all\" runs every class: "
+                       "set pathwise = false, or sweep the class as an axis");
   s.strong = t.boolean("strong");
   const auto strong_steps = static_cast<int>(t.integer("strong_steps"));
   s.law = t.boolean("law");
+  if (s.law && s.sampling.class_runs() > 1)
+    t.fail("law", "the sample-law metrics compare with one class's exact law, and [guidance] class = \"all\" runs every class: set law = false");
   // A guided network's law is p(x | c) guided, of which [model.ground_truth] (an unconditional
   // mixture) says nothing.
   if (s.law && s.sampling.guidance && !s.sampling.guidance->model)
@@ -66,6 +81,36 @@ void read_metrics(ConfigTable t, const ConfigTable& run_table, SweepRun& s) {
     if (t.has("law")) t.fail("law", "the law metrics need [run] samples >= 2");
     const char* key = s.sampling.run.initial_file.empty() ? "samples" : "initial_file";
     run_table.fail(key, fmt::format("{} sample: the law metrics ([metrics] law, on by default) need 2 or more", s.sampling.samples()));
+  }
+  if (t.has("frechet_features")) {
+    s.frechet_features_text = t.string("frechet_features");
+    try {
+      s.frechet_features = parse_feature_choice(s.frechet_features_text);
+    } catch (const ConfigError&) {
+      t.fail("frechet_features", fmt::format("'{}': expected \"pixels\" (or \"raw\"), \"classifier:FILE\" or \"torchscript:FILE\"",
+                                             s.frechet_features_text));
+    }
+    std::error_code ec;
+    if (!s.frechet_features->file.empty() && !std::filesystem::exists(s.frechet_features->file, ec))
+      t.fail("frechet_features", fmt::format("{}: no such file", s.frechet_features->file));
+    if (!t.has("frechet_reference")) t.fail("frechet_features", "needs frechet_reference, the set the samples are compared with");
+    s.frechet_reference = t.string("frechet_reference");
+    if (!fashion_mnist_operand(s.frechet_reference)) {
+      if (s.frechet_reference.starts_with("fashion_mnist:"))
+        t.fail("frechet_reference", fmt::format("'{}': the Fashion-MNIST references are fashion_mnist:test and fashion_mnist:train", s.frechet_reference));
+      if (!std::filesystem::is_regular_file(s.frechet_reference, ec))
+        t.fail("frechet_reference", fmt::format("{}: no such file (a statistics file of diffode fd --save-stats, a sample file, or fashion_mnist:test)",
+                                                s.frechet_reference));
+    }
+  } else if (t.has("frechet_reference")) {
+    t.fail("frechet_reference", "a reference without frechet_features: give the features too (e.g. frechet_features = \"pixels\")");
+  }
+  if (t.has("classifier")) {
+    s.classifier = t.string("classifier");
+    std::error_code ec;
+    if (!std::filesystem::is_regular_file(s.classifier, ec)) t.fail("classifier", fmt::format("{}: no such file", s.classifier));
+    if (!s.sampling.guidance)
+      t.fail("classifier", "the class accuracy is of a class-conditional run: it needs [guidance] (a class, or class = \"all\")");
   }
   t.finish();
   if (s.sampling.sampler.stochastic && s.strong && s.sampling.grid_spec.steps) {
@@ -105,13 +150,13 @@ SweepRun read_run(const RunSpec& spec, const std::string& file) {
     s.likelihood.block_rows = s.sampling.run.block_rows;
   } else {
     s.sampling = read_sampling_setup(root);
-    if (s.sampling.class_runs() > 1)
-      root.table("guidance").fail("class", "\"all\" is for diffode sample; a sweep runs one class per run (make class an axis)");
     read_metrics(root.table("metrics"), root.table("run"), s);
   }
   if (s.sampling.run.save_trajectory) root.table("run").fail("save_trajectory", "not stored by sweeps (use diffode sample)");
   root.finish();
-  s.model_key = canonical(spec.config->get("model"));
+  // The guidance is part of the model the samplers solve (the guided denoiser): runs at other
+  // scales or classes must not share a cached reference.
+  s.model_key = canonical(spec.config->get("model")) + "|" + canonical(spec.config->get("guidance"));
   // Everything x_T and the cached solves depend on besides the sampler: the process, the model, the
   // [run] keys that draw or read x_T, and the blocks (an adaptive solve controls its error per block).
   const RunSettings& r = s.sampling.run;
@@ -193,6 +238,7 @@ void pathwise_errors(const RunSpec& spec, const SweepRun& s, const SamplingOutco
                      std::map<std::string, Batch>& fines, RunOutcome& out) {
   const double sigma_start = s.sampling.grid.sigma.front();
   if (!s.sampling.sampler.stochastic) {
+    if (!s.pathwise) return;
     const std::string key = reference_key(s, run.sigma_end);
     auto it = references.find(key);
     if (it == references.end())
@@ -227,6 +273,89 @@ void pathwise_errors(const RunSpec& spec, const SweepRun& s, const SamplingOutco
   }
 }
 
+// The column of a Frechet distance on `label`'s features: fd_pixels for the rows as stored, else
+// fd_ and the feature network's name in lower case, other characters as '_' (fd_fmnist_classifier).
+std::string frechet_column(const std::string& label) {
+  if (label == "raw") return "fd_pixels";
+  std::string out = "fd_";
+  for (const char c : label) out += std::isalnum(static_cast<unsigned char>(c)) ? static_cast<char>(std::tolower(static_cast<unsigned char>(c))) : '_';
+  return out;
+}
+
+// The samples as a row source of their own, read as diffode fd reads a sample file's dataset.
+RowSource samples_source(const Batch& x) {
+  RowSource r;
+  r.name = "the run's samples";
+  r.rows = x.rows(), r.cols = x.cols();
+  r.read = [&x](Index first, Index count) { return Batch(x.middleRows(first, count)); };
+  return r;
+}
+
+}  // namespace
+
+// Loaded once per executor: feature networks (per spec), classifiers (per file) and reference
+// statistics (per spec and reference).
+struct ImageMetricCaches {
+  std::map<std::string, LoadedFeatures> features;
+  std::map<std::string, FrechetStatistics> references;
+};
+
+namespace {
+
+// Block rows of the moments, diffode fd's default: a run's FD equals `diffode fd` on its samples.
+constexpr Index kFrechetBlockRows = 4096;
+
+const LoadedFeatures& features_of(ImageMetricCaches& c, const FeatureChoice& choice, const std::string& key, int threads) {
+  auto it = c.features.find(key);
+  if (it == c.features.end()) it = c.features.emplace(key, load_features(choice, FeatureSpec{}, threads)).first;
+  return it->second;
+}
+
+void image_metrics(const SweepRun& s, const Batch& x, ImageMetricCaches& caches, int threads, RunOutcome& out) {
+  if (s.frechet_features) {
+    const LoadedFeatures& features = features_of(caches, *s.frechet_features, "features|" + s.frechet_features_text, threads);
+    if (features.network && features.network->input_dims() > 0 && x.cols() != features.network->input_dims())
+      throw std::runtime_error(fmt::format("samples of {} values; the feature network {} takes {}", x.cols(), features.label, features.network->input_dims()));
+    const std::string key = s.frechet_features_text + "|" + s.frechet_reference;
+    auto it = caches.references.find(key);
+    if (it == caches.references.end()) {
+      FrechetStatistics reference;
+      bool cached = false;
+      if (!fashion_mnist_operand(s.frechet_reference)) {
+        const Hdf5File h5(s.frechet_reference, Hdf5File::Mode::read);
+        if (is_statistics_file(h5)) {
+          reference = read_statistics(h5);
+          cached = true;
+        }
+      }
+      if (cached) {
+        if (reference.feature != features.feature || reference.feature_hash != features.hash)
+          throw std::runtime_error(fmt::format("{}: statistics of features '{}' (hash {}), but frechet_features gives '{}' (hash {})", s.frechet_reference,
+                                               reference.feature, reference.feature_hash, features.feature, features.hash));
+      } else {
+        reference = feature_statistics(open_rows(s.frechet_reference, "samples", ""), features, kFrechetBlockRows, threads);
+      }
+      it = caches.references.emplace(key, std::move(reference)).first;
+    }
+    const FrechetStatistics mine = feature_statistics(samples_source(x), features, kFrechetBlockRows, threads);
+    out.named_metrics.emplace_back(frechet_column(features.label), frechet_distance(mine, it->second));
+    out.notes.emplace_back("frechet_features", features.feature);
+    out.notes.emplace_back("frechet_feature_sha256", features.hash);
+    out.notes.emplace_back("frechet_reference", fmt::format("{} ({} rows)", it->second.source, it->second.count));
+  }
+  if (!s.classifier.empty()) {
+    const LoadedFeatures& classifier = features_of(caches, FeatureChoice{.kind = "classifier", .file = s.classifier}, "classifier|" + s.classifier, threads);
+    if (x.cols() != classifier.network->input_dims())
+      throw std::runtime_error(fmt::format("samples of {} values; the classifier {} takes {}", x.cols(), s.classifier, classifier.network->input_dims()));
+    const std::vector<std::int64_t> labels = s.sampling.labels();
+    for (const std::int64_t l : labels)
+      if (l >= classifier.network->classes())
+        throw std::runtime_error(fmt::format("class {} outside the classifier's classes 0..{}", l, classifier.network->classes() - 1));
+    out.metric("class_accuracy") = classify_rows(*classifier.network, x, labels).accuracy();
+    out.notes.emplace_back("classifier", fmt::format("{} (sha256 {})", s.classifier, classifier.hash));
+  }
+}
+
 }  // namespace
 
 double& RunOutcome::metric(std::string_view name) { return metrics[metric_index(name)]; }
@@ -237,6 +366,9 @@ const TableSchema& metrics_schema() {
       "metrics",
       "a sweep's measurements of each sampling run",
       {number_key("reference_rtol", "tolerance of the PF-ODE reference solve (deterministic samplers)").fallback(1e-10).above(0).below(1),
+       boolean_key("pathwise", "pathwise errors of deterministic samplers against a tight PF-ODE solve from the same x_T (error_rms, ...; "
+                               "off for [guidance] class = \"all\", and where that solve of a large network costs too much)")
+           .fallback_bool(true),
        boolean_key("strong", "strong error of stochastic samplers against the same sampler on a fine grid, same Brownian path (such runs "
                              "draw [sampler] noise = \"brownian\" unless they set noise, which must then be \"brownian\")")
            .fallback_bool(true),
@@ -244,7 +376,19 @@ const TableSchema& metrics_schema() {
        boolean_key("law", "the sample-law metrics: NLL, Frechet and energy distances, weak moment errors").fallback_bool(true),
        integer_key("law_seed", "seed of the exact draws the law metrics compare with (must differ from [run] seed)")
            .fallback_int(1000003)
-           .at_least(0)}};
+           .at_least(0),
+       string_key("frechet_features",
+                  "a Frechet distance of the samples to frechet_reference on these features, the spec strings of diffode fd --features: "
+                  "\"pixels\" (the rows as stored; column fd_pixels), \"classifier:FILE\" (a diffode train classifier's penultimate "
+                  "layer; column fd_<its name>, e.g. fd_fmnist_classifier) or \"torchscript:FILE\" (a module taking the rows as stored)")
+           .optional("none"),
+       string_key("frechet_reference",
+                  "the set the Frechet distance compares with: fashion_mnist:test, fashion_mnist:train, a statistics file of diffode fd "
+                  "--save-stats (made with the same features), or a sample file (its dataset 'samples'); its statistics are computed once")
+           .optional("none (required with frechet_features)"),
+       string_key("classifier", "a diffode train classifier's checkpoint: class_accuracy, the fraction of a class-conditional run's samples "
+                                "it assigns to their requested class (as diffode classify)")
+           .optional("none")}};
   return s;
 }
 
@@ -282,6 +426,7 @@ struct RunExecutor::Caches {
   std::map<std::string, Batch> references;  // PF-ODE solutions at the end point, per noise and end
   std::map<std::string, Batch> fine;        // fine solves of stochastic samplers, per path
   std::map<std::string, ExactLaw> laws;
+  ImageMetricCaches images;
 };
 
 RunExecutor::RunExecutor() : caches_(std::make_unique<Caches>()) {}
@@ -324,6 +469,7 @@ RunOutcome RunExecutor::execute(const RunSpec& spec, const std::string& file, in
     if (s.sampling.run.save_samples) {
       out.samples = run.samples;
       out.initial = run.initial;
+      out.labels = s.sampling.labels();
     }
     if (run.failed) {
       out.ok = false;
@@ -337,6 +483,7 @@ RunOutcome RunExecutor::execute(const RunSpec& spec, const std::string& file, in
     }
     pathwise_errors(spec, s, run, threads, caches_->references, caches_->fine, out);
     if (s.law) law_metrics(s, run.samples, caches_->laws, out);
+    image_metrics(s, run.samples, caches_->images, threads, out);
   } catch (const std::exception& e) {
     out.ok = false;
     out.failure = fmt::format("exception: {}", e.what());

@@ -11,6 +11,8 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace diffode {
 
@@ -19,11 +21,13 @@ namespace diffode {
 // splits the error: error_rms is the solver's (against the network's own tight PF-ODE solve),
 // model_error_* the network's (its tight solve against the exact mixture's, from the same x_T to the
 // same end) and total_error_* the sum of both (the run against the exact mixture's tight solve).
-inline constexpr std::array<const char*, 26> kRunMetrics{
+// class_accuracy: with [metrics] classifier, the fraction of a class-conditional run's samples that
+// the classifier assigns to the class each was asked to be (what `diffode classify` prints).
+inline constexpr std::array<const char*, 27> kRunMetrics{
     "nfe",           "wall_time",       "error_rms",      "error_max", "error_median", "strong_error", "strong_error_median", "weak_mean_error", "weak_mean_floor",
     "weak_cov_error", "weak_cov_floor", "nll",            "nll_exact", "frechet",      "frechet_floor",   "energy",
     "energy_floor",  "ll_error",        "ll_bias",        "ll_std_error", "rtol",      "probes",
-    "model_error_rms", "model_error_median", "total_error_rms", "total_error_median"};
+    "model_error_rms", "model_error_median", "total_error_rms", "total_error_median", "class_accuracy"};
 
 struct RunOutcome {
   bool ok = true;
@@ -39,13 +43,20 @@ struct RunOutcome {
   Batch mixture_weights, mixture_means, mixture_variances;
   double alpha_end = 1.0, sigma_end = 0.0;
   std::string model;  // a network model's description (file, SHA-256, ...); empty for a mixture
+  // Metrics whose names depend on the config, in order: the Frechet distance of [metrics]
+  // frechet_features, named fd_<features> (fd_pixels, fd_fmnist_classifier, ...).
+  std::vector<std::pair<std::string, double>> named_metrics;
+  // What those metrics were measured with (feature name and file hash, reference, classifier).
+  std::vector<std::pair<std::string, std::string>> notes;
+  std::vector<std::int64_t> labels;  // each sample's requested class, saved with the samples
 
   RunOutcome() { metrics.fill(std::numeric_limits<double>::quiet_NaN()); }
   double& metric(std::string_view name);
   double metric(std::string_view name) const;
 };
 
-// [metrics]: reference_rtol, strong, strong_steps, law, law_seed.
+// [metrics]: reference_rtol, pathwise, strong, strong_steps, law, law_seed, frechet_features,
+// frechet_reference, classifier.
 const TableSchema& metrics_schema();
 
 // Reads and checks everything a run needs (throws ConfigError naming the sweep file's line and the
@@ -64,7 +75,8 @@ struct RunSharing {
 RunSharing run_sharing(const RunSpec& run, const std::string& file);
 
 // Runs one run after another, caching what several runs share: the PF-ODE references (per problem,
-// noise and end point), the fine solves of stochastic samplers, and the exact laws.
+// noise and end point), the fine solves of stochastic samplers, the exact laws, and the feature
+// networks, classifiers and reference statistics of the image metrics (loaded or computed once).
 class RunExecutor {
  public:
   RunExecutor();

@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <map>
@@ -47,9 +48,18 @@ void write_run(Hdf5File& file, const std::string& group, const RunSpec& run, con
   file.write_attribute(group, "noise", outcome.stochastic ? outcome.noise : std::string("none"));
   if (!outcome.model.empty()) write_model_provenance(file, group, outcome.model);
   for (std::size_t i = 0; i < kRunMetrics.size(); ++i) file.write_attribute(group, kRunMetrics[i], outcome.metrics[i]);
+  // The metrics named by the config: each an attribute, their names listed in named_metrics.
+  std::string names;
+  for (const auto& [name, value] : outcome.named_metrics) {
+    file.write_attribute(group, name, value);
+    names += (names.empty() ? "" : ",") + name;
+  }
+  if (!names.empty()) file.write_attribute(group, "named_metrics", names);
+  for (const auto& [key, value] : outcome.notes) file.write_attribute(group, key, value);
   if (outcome.samples.size() > 0) {
     file.write_matrix(group + "/samples", outcome.samples);
     file.write_matrix(group + "/initial", outcome.initial);
+    if (!outcome.labels.empty()) file.write_int64_vector(group + "/labels", outcome.labels);
   }
 }
 
@@ -110,6 +120,9 @@ struct SummaryColumns {
   std::map<std::string, std::vector<std::string>> text;
   std::vector<std::int64_t> index, steps, seed, stochastic;
   std::vector<std::vector<double>> metrics = std::vector<std::vector<double>>(kRunMetrics.size());
+  // The config-named metrics (fd_pixels, ...), in order of first appearance; NaN where a run has none.
+  std::vector<std::string> named;
+  std::map<std::string, std::vector<double>> named_values;
 
   void add(const Hdf5File& out, const std::string& group, Index run_index) {
     for (const auto& column : kTextColumns) text[column.name].push_back(out.read_string_attribute(group, column.name));
@@ -121,6 +134,20 @@ struct SummaryColumns {
     for (std::size_t i = 0; i < kRunMetrics.size(); ++i)
       metrics[i].push_back(out.has_attribute(group, kRunMetrics[i]) ? out.read_double_attribute(group, kRunMetrics[i])
                                                                     : std::numeric_limits<double>::quiet_NaN());
+    const std::size_t row = index.size() - 1;
+    if (out.has_attribute(group, "named_metrics")) {
+      const std::string list = out.read_string_attribute(group, "named_metrics");
+      for (std::size_t begin = 0; begin <= list.size();) {
+        const std::size_t end = std::min(list.find(',', begin), list.size());
+        const std::string name = list.substr(begin, end - begin);
+        begin = end + 1;
+        if (name.empty()) continue;
+        auto [it, fresh] = named_values.try_emplace(name);
+        if (fresh) named.push_back(name);
+        it->second.resize(row, std::numeric_limits<double>::quiet_NaN());
+        it->second.push_back(out.read_double_attribute(group, name));
+      }
+    }
   }
 
   void write(Hdf5File& out) {
@@ -135,6 +162,10 @@ struct SummaryColumns {
       }
     }
     for (std::size_t i = 0; i < kRunMetrics.size(); ++i) columns.push_back({kRunMetrics[i], metrics[i]});
+    for (const auto& name : named) {
+      named_values[name].resize(index.size(), std::numeric_limits<double>::quiet_NaN());
+      columns.push_back({name, named_values[name]});
+    }
     out.write_table("summary", columns);
   }
 };
