@@ -463,6 +463,7 @@ RunOutcome RunExecutor::execute(const RunSpec& spec, const std::string& file, in
     if (out.stochastic) out.noise = std::string(noise_kind_name(s.sampling.sampler.noise));
     const SamplingOutcome run = run_sampling(s.sampling, initial_noise(s.sampling), threads);
     out.metric("nfe") = run.nfe;
+    out.metric("model_calls") = run.model_calls;
     out.metric("wall_time") = elapsed_since(start);  // the sampler's own time; metrics come after
     out.alpha_end = run.alpha_end;
     out.sigma_end = run.alpha_end * run.sigma_end;

@@ -23,11 +23,13 @@ namespace diffode {
 // same end) and total_error_* the sum of both (the run against the exact mixture's tight solve).
 // class_accuracy: with [metrics] classifier, the fraction of a class-conditional run's samples that
 // the classifier assigns to the class each was asked to be (what `diffode classify` prints).
-inline constexpr std::array<const char*, 27> kRunMetrics{
+// model_calls: the model's own evaluations per sample behind the nfe (twice nfe where
+// classifier-free guidance calls the conditional and the null class; nfe unguided).
+inline constexpr std::array<const char*, 28> kRunMetrics{
     "nfe",           "wall_time",       "error_rms",      "error_max", "error_median", "strong_error", "strong_error_median", "weak_mean_error", "weak_mean_floor",
     "weak_cov_error", "weak_cov_floor", "nll",            "nll_exact", "frechet",      "frechet_floor",   "energy",
     "energy_floor",  "ll_error",        "ll_bias",        "ll_std_error", "rtol",      "probes",
-    "model_error_rms", "model_error_median", "total_error_rms", "total_error_median", "class_accuracy"};
+    "model_error_rms", "model_error_median", "total_error_rms", "total_error_median", "class_accuracy", "model_calls"};
 
 struct RunOutcome {
   bool ok = true;
