@@ -11,14 +11,27 @@
 #include <cmath>
 #include <stdexcept>
 
+// The instruction-set variants need GCC or Clang on x86-64 (target attributes, __builtin_cpu_supports).
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define DIFFODE_NOISE_X86_KERNELS 1
+#else
+#define DIFFODE_NOISE_X86_KERNELS 0
+#endif
+
 namespace diffode {
 
 std::string_view noise_kind_name(NoiseKind kind) { return kind == NoiseKind::per_step ? "per_step" : "brownian"; }
 
 namespace detail {
 
-void philox4x32_block(std::uint64_t key, std::uint32_t w0, std::uint32_t w1, const std::uint32_t* c2, const std::uint32_t* c3, int n,
-                      std::uint32_t* o0, std::uint32_t* o1, std::uint32_t* o2, std::uint32_t* o3) {
+namespace {
+
+// The bodies of philox4x32_block and box_muller_block, inlined into one function per instruction
+// set below (the same source, hence the same integer results and the same IEEE operations in the
+// same order: -ffp-contract=off keeps multiplies and adds apart on every target).
+[[gnu::always_inline]] inline void philox_impl(std::uint64_t key, std::uint32_t w0, std::uint32_t w1, const std::uint32_t* c2,
+                                               const std::uint32_t* c3, int n, std::uint32_t* o0, std::uint32_t* o1,
+                                               std::uint32_t* o2, std::uint32_t* o3) {
   constexpr std::uint32_t kM0 = 0xD2511F53u, kM1 = 0xCD9E8D57u;
   std::uint32_t k0[10], k1[10];
   std::uint32_t a = static_cast<std::uint32_t>(key), b = static_cast<std::uint32_t>(key >> 32);
@@ -41,8 +54,6 @@ void philox4x32_block(std::uint64_t key, std::uint32_t w0, std::uint32_t w1, con
     o3[i] = x3;
   }
 }
-
-namespace {
 
 constexpr std::uint64_t kOneBits = 0x3FF0000000000000ull;      // 1.0
 constexpr std::uint64_t kMantissa = 0x000FFFFFFFFFFFFFull;
@@ -74,10 +85,8 @@ inline double log_unit(double u) {
   return e * kLn2Hi + (log1p_f + e * kLn2Lo);
 }
 
-}  // namespace
-
-void box_muller_block(const std::uint32_t* a_hi, const std::uint32_t* a_lo, const std::uint32_t* b_hi, const std::uint32_t* b_lo, int n,
-                      double* z_cos, double* z_sin) {
+[[gnu::always_inline]] inline void box_muller_impl(const std::uint32_t* a_hi, const std::uint32_t* a_lo, const std::uint32_t* b_hi,
+                                                    const std::uint32_t* b_lo, int n, double* z_cos, double* z_sin) {
   constexpr int kMax = 256;
   if (n > kMax) throw std::logic_error("box_muller_block: at most 256 elements");
   alignas(16) double minus_two_log[kMax + 2], cos_part[kMax + 2], sin_part[kMax + 2];
@@ -129,6 +138,83 @@ void box_muller_block(const std::uint32_t* a_hi, const std::uint32_t* a_lo, cons
 #endif
 }
 
+// Philox and Box-Muller for n <= 256 counters (w0, w1, c2[i], c3[i]): the two normals of each.
+[[gnu::always_inline]] inline void pairs_impl(std::uint64_t key, std::uint32_t w0, std::uint32_t w1, const std::uint32_t* c2,
+                                              const std::uint32_t* c3, int n, double* z_cos, double* z_sin) {
+  alignas(32) std::uint32_t o0[256], o1[256], o2[256], o3[256];
+  philox_impl(key, w0, w1, c2, c3, n, o0, o1, o2, o3);
+  box_muller_impl(o0, o1, o2, o3, n, z_cos, z_sin);
+}
+
+void pairs_baseline(std::uint64_t key, std::uint32_t w0, std::uint32_t w1, const std::uint32_t* c2, const std::uint32_t* c3, int n,
+                    double* z_cos, double* z_sin) {
+  pairs_impl(key, w0, w1, c2, c3, n, z_cos, z_sin);
+}
+#if DIFFODE_NOISE_X86_KERNELS
+// Wider registers only: 4 (AVX2) or 8 (AVX-512F) lanes for Philox's 32-bit products and the
+// transform's doubles, where the baseline has 2-4.
+__attribute__((target("avx2"))) void pairs_avx2(std::uint64_t key, std::uint32_t w0, std::uint32_t w1, const std::uint32_t* c2,
+                                                const std::uint32_t* c3, int n, double* z_cos, double* z_sin) {
+  pairs_impl(key, w0, w1, c2, c3, n, z_cos, z_sin);
+}
+__attribute__((target("avx512f"))) void pairs_avx512(std::uint64_t key, std::uint32_t w0, std::uint32_t w1, const std::uint32_t* c2,
+                                                     const std::uint32_t* c3, int n, double* z_cos, double* z_sin) {
+  pairs_impl(key, w0, w1, c2, c3, n, z_cos, z_sin);
+}
+#endif
+
+using PairsFn = void (*)(std::uint64_t, std::uint32_t, std::uint32_t, const std::uint32_t*, const std::uint32_t*, int, double*, double*);
+
+PairsFn pairs_fn(NoiseIsa isa) {
+  switch (isa) {
+#if DIFFODE_NOISE_X86_KERNELS
+    case NoiseIsa::avx2: return pairs_avx2;
+    case NoiseIsa::avx512: return pairs_avx512;
+#endif
+    default: return pairs_baseline;
+  }
+}
+
+}  // namespace
+
+void philox4x32_block(std::uint64_t key, std::uint32_t w0, std::uint32_t w1, const std::uint32_t* c2, const std::uint32_t* c3, int n,
+                      std::uint32_t* o0, std::uint32_t* o1, std::uint32_t* o2, std::uint32_t* o3) {
+  philox_impl(key, w0, w1, c2, c3, n, o0, o1, o2, o3);
+}
+
+void box_muller_block(const std::uint32_t* a_hi, const std::uint32_t* a_lo, const std::uint32_t* b_hi, const std::uint32_t* b_lo, int n,
+                      double* z_cos, double* z_sin) {
+  box_muller_impl(a_hi, a_lo, b_hi, b_lo, n, z_cos, z_sin);
+}
+
+bool noise_isa_supported(NoiseIsa isa) {
+  switch (isa) {
+    case NoiseIsa::baseline: return true;
+#if DIFFODE_NOISE_X86_KERNELS
+    case NoiseIsa::avx2: __builtin_cpu_init(); return __builtin_cpu_supports("avx2") != 0;
+    case NoiseIsa::avx512: __builtin_cpu_init(); return __builtin_cpu_supports("avx512f") != 0;
+#endif
+    default: return false;
+  }
+}
+
+// The widest the CPU has: on AMD Zen 4 (512-bit operations as two 256-bit halves) AVX-512F still
+// measured about 15% faster than AVX2 here, and AVX2 twice as fast as the baseline
+// (benchmarks/noise_bench.cpp, results/benchmarks.md).
+NoiseIsa best_noise_isa() {
+  static const NoiseIsa best = noise_isa_supported(NoiseIsa::avx512) ? NoiseIsa::avx512
+                               : noise_isa_supported(NoiseIsa::avx2) ? NoiseIsa::avx2
+                                                                     : NoiseIsa::baseline;
+  return best;
+}
+
+void normal_pairs(NoiseIsa isa, std::uint64_t key, std::uint32_t w0, std::uint32_t w1, const std::uint32_t* c2, const std::uint32_t* c3,
+                  int n, double* z_cos, double* z_sin) {
+  if (n > 256) throw std::logic_error("normal_pairs: at most 256 elements");
+  if (!noise_isa_supported(isa)) throw std::invalid_argument("normal_pairs: this CPU lacks the instruction set asked for");
+  pairs_fn(isa)(key, w0, w1, c2, c3, n, z_cos, z_sin);
+}
+
 }  // namespace detail
 
 namespace {
@@ -152,6 +238,12 @@ StepNormals::StepNormals(std::uint64_t seed, std::uint32_t stream) : seed_(seed)
   if (stream > max_stream) throw std::invalid_argument(fmt::format("StepNormals: stream {} exceeds {}", stream, max_stream));
 }
 
+void StepNormals::set_isa(detail::NoiseIsa isa) {
+  if (isa != detail::NoiseIsa::automatic && !detail::noise_isa_supported(isa))
+    throw std::invalid_argument("StepNormals: this CPU lacks the instruction set asked for");
+  isa_ = isa;
+}
+
 void StepNormals::fill(std::uint64_t step, Index first_sample, Batch& out) const {
   check_step(step);
   const Index rows = out.rows(), dims = out.cols();
@@ -159,7 +251,8 @@ void StepNormals::fill(std::uint64_t step, Index first_sample, Batch& out) const
   const Index pairs = (dims + 1) / 2, count = rows * pairs;
   const std::uint32_t w0 = static_cast<std::uint32_t>(step), w1 = counter_word1(stream_, step);
   double* data = out.data();  // row-major: (r, d) at r * dims + d
-  std::uint32_t sample[kBlock], pair[kBlock], o0[kBlock], o1[kBlock], o2[kBlock], o3[kBlock];
+  const auto draw = detail::pairs_fn(isa_ == detail::NoiseIsa::automatic ? detail::best_noise_isa() : isa_);
+  std::uint32_t sample[kBlock], pair[kBlock];
   double zc[kBlock], zs[kBlock];
   Index row = 0, p = 0;  // the block's first pair
   for (Index e0 = 0; e0 < count; e0 += kBlock) {
@@ -173,8 +266,7 @@ void StepNormals::fill(std::uint64_t step, Index first_sample, Batch& out) const
         ++row;
       }
     }
-    detail::philox4x32_block(seed_, w0, w1, sample, pair, n, o0, o1, o2, o3);
-    detail::box_muller_block(o0, o1, o2, o3, n, zc, zs);
+    draw(seed_, w0, w1, sample, pair, n, zc, zs);
     Index r = row0, q = p0;
     for (int i = 0; i < n; ++i) {
       double* dst = data + r * dims + 2 * q;
