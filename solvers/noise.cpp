@@ -4,6 +4,9 @@
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#endif
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -85,11 +88,14 @@ inline double log_unit(double u) {
   return e * kLn2Hi + (log1p_f + e * kLn2Lo);
 }
 
-[[gnu::always_inline]] inline void box_muller_impl(const std::uint32_t* a_hi, const std::uint32_t* a_lo, const std::uint32_t* b_hi,
-                                                    const std::uint32_t* b_lo, int n, double* z_cos, double* z_sin) {
-  constexpr int kMax = 256;
-  if (n > kMax) throw std::logic_error("box_muller_block: at most 256 elements");
-  alignas(16) double minus_two_log[kMax + 2], cos_part[kMax + 2], sin_part[kMax + 2];
+constexpr int kMaxPairs = 256, kPad = 8;  // arrays padded to whole 8-double registers
+
+// The transform up to the square root: -2 log u1, and cos and sin of the angle, for n <= 256
+// elements; the padding up to the next multiple of 8 is set to 0 (its results are never read).
+[[gnu::always_inline]] inline void transform_impl(const std::uint32_t* a_hi, const std::uint32_t* a_lo, const std::uint32_t* b_hi,
+                                                   const std::uint32_t* b_lo, int n, double* minus_two_log, double* cos_part,
+                                                   double* sin_part) {
+  if (n > kMaxPairs) throw std::logic_error("box_muller_block: at most 256 elements");
   for (int i = 0; i < n; ++i) {
     const std::uint64_t a = (std::uint64_t{a_hi[i]} << 32) | a_lo[i];
     const std::uint64_t b = (std::uint64_t{b_hi[i]} << 32) | b_lo[i];
@@ -116,12 +122,17 @@ inline double log_unit(double u) {
     sin_part[i] = std::bit_cast<double>(((sb & ~swap) | (cb & swap)) ^ ((q & 2) << 62));
     cos_part[i] = std::bit_cast<double>(((cb & ~swap) | (sb & swap)) ^ (((q + 1) & 2) << 62));
   }
-  const int even = n + (n & 1);
-  if (n & 1) minus_two_log[n] = cos_part[n] = sin_part[n] = 0.0;
+  for (int i = n; i < (n + kPad - 1) / kPad * kPad; ++i) minus_two_log[i] = cos_part[i] = sin_part[i] = 0.0;
+}
+
+// z_cos = radius cos, z_sin = radius sin with radius = sqrt(-2 log u1), for n elements (arrays
+// padded as transform_impl leaves them). std::sqrt may set errno, which keeps GCC from vectorising
+// it; the packed square roots round exactly as the scalar one (IEEE 754 correctly rounded).
+[[gnu::always_inline]] inline void radius_baseline(const double* minus_two_log, const double* cos_part, const double* sin_part, int n,
+                                                   double* z_cos, double* z_sin) {
 #if defined(__SSE2__)
-  // std::sqrt may set errno, which keeps GCC from vectorising it; sqrtpd rounds as sqrtsd does.
-  alignas(16) double zc[kMax + 2], zs[kMax + 2];
-  for (int i = 0; i < even; i += 2) {
+  alignas(64) double zc[kMaxPairs + kPad], zs[kMaxPairs + kPad];
+  for (int i = 0; i < n; i += 2) {
     const __m128d radius = _mm_sqrt_pd(_mm_load_pd(minus_two_log + i));
     _mm_store_pd(zc + i, _mm_mul_pd(_mm_load_pd(cos_part + i), radius));
     _mm_store_pd(zs + i, _mm_mul_pd(_mm_load_pd(sin_part + i), radius));
@@ -134,32 +145,56 @@ inline double log_unit(double u) {
     z_cos[i] = cos_part[i] * radius;
     z_sin[i] = sin_part[i] * radius;
   }
-  (void)even;
 #endif
 }
 
 // Philox and Box-Muller for n <= 256 counters (w0, w1, c2[i], c3[i]): the two normals of each.
-[[gnu::always_inline]] inline void pairs_impl(std::uint64_t key, std::uint32_t w0, std::uint32_t w1, const std::uint32_t* c2,
-                                              const std::uint32_t* c3, int n, double* z_cos, double* z_sin) {
-  alignas(32) std::uint32_t o0[256], o1[256], o2[256], o3[256];
-  philox_impl(key, w0, w1, c2, c3, n, o0, o1, o2, o3);
-  box_muller_impl(o0, o1, o2, o3, n, z_cos, z_sin);
+// The arrays of one call: Philox's words, then the transform's three parts, padded.
+struct PairsScratch {
+  alignas(64) std::uint32_t o0[kMaxPairs], o1[kMaxPairs], o2[kMaxPairs], o3[kMaxPairs];
+  alignas(64) double minus_two_log[kMaxPairs + kPad], cos_part[kMaxPairs + kPad], sin_part[kMaxPairs + kPad];
+};
+
+[[gnu::always_inline]] inline void pairs_front(PairsScratch& w, std::uint64_t key, std::uint32_t w0, std::uint32_t w1, const std::uint32_t* c2,
+                                               const std::uint32_t* c3, int n) {
+  philox_impl(key, w0, w1, c2, c3, n, w.o0, w.o1, w.o2, w.o3);
+  transform_impl(w.o0, w.o1, w.o2, w.o3, n, w.minus_two_log, w.cos_part, w.sin_part);
 }
 
 void pairs_baseline(std::uint64_t key, std::uint32_t w0, std::uint32_t w1, const std::uint32_t* c2, const std::uint32_t* c3, int n,
                     double* z_cos, double* z_sin) {
-  pairs_impl(key, w0, w1, c2, c3, n, z_cos, z_sin);
+  PairsScratch w;
+  pairs_front(w, key, w0, w1, c2, c3, n);
+  radius_baseline(w.minus_two_log, w.cos_part, w.sin_part, n, z_cos, z_sin);
 }
 #if DIFFODE_NOISE_X86_KERNELS
-// Wider registers only: 4 (AVX2) or 8 (AVX-512F) lanes for Philox's 32-bit products and the
-// transform's doubles, where the baseline has 2-4.
+// Wider registers only: 4 (AVX2) or 8 (AVX-512F) lanes for Philox's 32-bit products, the
+// transform's doubles and the square roots, where the baseline has 2-4.
 __attribute__((target("avx2"))) void pairs_avx2(std::uint64_t key, std::uint32_t w0, std::uint32_t w1, const std::uint32_t* c2,
                                                 const std::uint32_t* c3, int n, double* z_cos, double* z_sin) {
-  pairs_impl(key, w0, w1, c2, c3, n, z_cos, z_sin);
+  PairsScratch w;
+  pairs_front(w, key, w0, w1, c2, c3, n);
+  alignas(64) double zc[kMaxPairs + kPad], zs[kMaxPairs + kPad];
+  for (int i = 0; i < n; i += 4) {
+    const __m256d radius = _mm256_sqrt_pd(_mm256_load_pd(w.minus_two_log + i));
+    _mm256_store_pd(zc + i, _mm256_mul_pd(_mm256_load_pd(w.cos_part + i), radius));
+    _mm256_store_pd(zs + i, _mm256_mul_pd(_mm256_load_pd(w.sin_part + i), radius));
+  }
+  std::copy(zc, zc + n, z_cos);
+  std::copy(zs, zs + n, z_sin);
 }
 __attribute__((target("avx512f"))) void pairs_avx512(std::uint64_t key, std::uint32_t w0, std::uint32_t w1, const std::uint32_t* c2,
                                                      const std::uint32_t* c3, int n, double* z_cos, double* z_sin) {
-  pairs_impl(key, w0, w1, c2, c3, n, z_cos, z_sin);
+  PairsScratch w;
+  pairs_front(w, key, w0, w1, c2, c3, n);
+  alignas(64) double zc[kMaxPairs + kPad], zs[kMaxPairs + kPad];
+  for (int i = 0; i < n; i += 8) {
+    const __m512d radius = _mm512_sqrt_pd(_mm512_load_pd(w.minus_two_log + i));
+    _mm512_store_pd(zc + i, _mm512_mul_pd(_mm512_load_pd(w.cos_part + i), radius));
+    _mm512_store_pd(zs + i, _mm512_mul_pd(_mm512_load_pd(w.sin_part + i), radius));
+  }
+  std::copy(zc, zc + n, z_cos);
+  std::copy(zs, zs + n, z_sin);
 }
 #endif
 
@@ -184,7 +219,9 @@ void philox4x32_block(std::uint64_t key, std::uint32_t w0, std::uint32_t w1, con
 
 void box_muller_block(const std::uint32_t* a_hi, const std::uint32_t* a_lo, const std::uint32_t* b_hi, const std::uint32_t* b_lo, int n,
                       double* z_cos, double* z_sin) {
-  box_muller_impl(a_hi, a_lo, b_hi, b_lo, n, z_cos, z_sin);
+  alignas(64) double minus_two_log[kMaxPairs + kPad], cos_part[kMaxPairs + kPad], sin_part[kMaxPairs + kPad];
+  transform_impl(a_hi, a_lo, b_hi, b_lo, n, minus_two_log, cos_part, sin_part);
+  radius_baseline(minus_two_log, cos_part, sin_part, n, z_cos, z_sin);
 }
 
 bool noise_isa_supported(NoiseIsa isa) {
