@@ -304,6 +304,14 @@ void StepNormals::fill(std::uint64_t step, Index first_sample, Batch& out) const
       }
     }
     draw(seed_, w0, w1, sample, pair, n, zc, zs);
+    if (dims % 2 == 0) {  // pair e fills elements 2e and 2e + 1: a plain interleave
+      double* dst = data + 2 * e0;
+      for (int i = 0; i < n; ++i) {
+        dst[2 * i] = zc[i];
+        dst[2 * i + 1] = zs[i];
+      }
+      continue;
+    }
     Index r = row0, q = p0;
     for (int i = 0; i < n; ++i) {
       double* dst = data + r * dims + 2 * q;
