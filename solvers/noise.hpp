@@ -12,8 +12,10 @@
 //
 // The transform's log, sine and cosine are short polynomials written so that the compiler
 // vectorises the loop (no library calls, no branches); they are accurate to a few ulp, and their
-// bits do not depend on the C library. A step costs one Philox call and one transform per two
-// normals, instead of a descent of the Brownian tree (two normals per level, 40 levels).
+// bits do not depend on the C library. Philox and the transform are compiled for the SSE2 baseline,
+// AVX2 and AVX-512F and chosen at run time; every variant gives the same bits. A step costs one
+// Philox call and one transform per two normals, instead of a descent of the Brownian tree (two
+// normals per level, 40 levels).
 #pragma once
 
 #include "core/state.hpp"
