@@ -64,8 +64,7 @@ std::string unet_architecture_problem(const UnetArchitecture& a) {
 
 // Mirrors models/torch/unet_torch.cpp layer by layer (a test compares it with the module's count).
 std::int64_t unet_parameter_count(const UnetArchitecture& a) {
-  const std::int64_t emb = 4 * a.base_channels, g = a.groups;
-  (void)g;
+  const std::int64_t emb = 4 * a.base_channels;  // the embedding MLP's width, as in the module
   const auto conv = [](std::int64_t in, std::int64_t out, std::int64_t k) { return in * out * k * k + out; };
   const auto norm = [](std::int64_t c) { return 2 * c; };
   const auto block = [&](std::int64_t in, std::int64_t out) {
