@@ -1,6 +1,6 @@
 // Cost of a stochastic sampler's noise per sample-step (ns per sample x dim x step): the per-step
-// source (StepNormals), the Brownian tree asked at every grid point (BrownianPath::point, as the
-// samplers did before), and the same tree through BrownianInterval (the upper levels cached), all
+// source (StepNormals) on each instruction set its kernel is built for, the Brownian tree asked at
+// every grid point (BrownianPath::point, as the samplers did before), and the same tree through BrownianInterval (the upper levels cached), all
 // walking a 20-step Karras grid over sigma in [0, 80], the tree at depth 40 and 24.
 #include "solvers/brownian.hpp"
 #include "solvers/noise.hpp"
@@ -26,8 +26,13 @@ void set_rate(benchmark::State& state, double steps) {
                                                             benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
 }
 
-void BM_PerStep(benchmark::State& state) {
-  const diffode::StepNormals normals(1);
+void BM_PerStep(benchmark::State& state, diffode::detail::NoiseIsa isa) {
+  if (!diffode::detail::noise_isa_supported(isa)) {
+    state.SkipWithError("this CPU lacks the instruction set");
+    return;
+  }
+  diffode::StepNormals normals(1);
+  normals.set_isa(isa);
   diffode::Batch z(kRows, kDims);
   const int steps = 20;
   for (auto _ : state) {
@@ -65,7 +70,9 @@ void BM_Interval(benchmark::State& state, int depth) {
   set_rate(state, 20);
 }
 
-BENCHMARK(BM_PerStep)->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_PerStep, baseline, diffode::detail::NoiseIsa::baseline)->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_PerStep, avx2, diffode::detail::NoiseIsa::avx2)->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_PerStep, avx512, diffode::detail::NoiseIsa::avx512)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_Tree, depth_40, 40)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_Interval, depth_40, 40)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_Tree, depth_24, 24)->Unit(benchmark::kMillisecond);

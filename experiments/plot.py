@@ -556,8 +556,13 @@ def plot_decomposition(sweep, problem, out, written):
     if not groups:
         return
     s = sweep.summary
-    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 4.0), squeeze=False, sharey=True)
-    for ax, (variant, idx) in zip(axes[0], groups.items()):
+    # At most six panels a row: a sweep of every deterministic sampler has some thirty.
+    ncols = min(len(groups), 6)
+    nrows = -(-len(groups) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 4.0 * nrows), squeeze=False, sharey=True)
+    for ax in axes.flat[len(groups):]:
+        ax.set_visible(False)
+    for ax, (variant, idx) in zip(axes.flat, groups.items()):
         order = idx[np.argsort(s["nfe"][idx])]
         for (metric, name, linestyle), colour in zip(DECOMPOSITION, ("C0", "C3", "black")):
             ax.plot(s["nfe"][order], s[metric][order], linestyle=linestyle, marker="o", markersize=3.5, color=colour,
@@ -573,7 +578,8 @@ def plot_decomposition(sweep, problem, out, written):
         ax.grid(True, which="both", alpha=0.3)
         ax.set_xlabel("NFE")
         ax.set_title(variant + (f"\nsolver < model from NFE {crossing:g}" if crossing is not None else ""), fontsize=9)
-    axes[0][0].set_ylabel("RMS distance")
+    for row in axes:
+        row[0].set_ylabel("RMS distance")
     finish(fig, [axes[0][0]], os.path.join(out, f"{slug(problem)}_decomposition.png"),
            f"{problem}: solver, model and total error vs NFE", failed_count(sweep, sweep.rows(problem, "sample", False)),
            written)

@@ -54,12 +54,49 @@ struct MlpArchitecture {
   Index classes = 0;  // 0: unconditional; else labels 0..classes-1 and the null class `classes`
 };
 
+// A U-Net for images of channels x height x width values (a row of D = C H W values, channel-major
+// then row-major, reshaped to an image inside the network): a 3x3 input convolution to
+// base_channels, then per level (resolution halved between levels by a stride-2 convolution)
+// `blocks_per_level` residual blocks (GroupNorm, SiLU, 3x3 convolution, plus the noise and class
+// embedding, GroupNorm, SiLU, 3x3 convolution, and the block's input), a middle of two residual
+// blocks with optional self-attention between them at the lowest resolution, and the mirror path up
+// (nearest-neighbour upsampling and a 3x3 convolution) whose blocks also take the skip connection of
+// each encoder block; GroupNorm, SiLU and a 3x3 convolution (zero-initialised) to the output.
+// The noise embedding is the MLP's (`embedding`, `embedding_dims`, `fourier_scale`).
+struct UnetArchitecture {
+  Index channels = 1, height = 28, width = 28;
+  Index base_channels = 16;
+  std::vector<Index> channel_multipliers = {1, 2, 2};  // one per level; height and width divisible by 2^(levels-1)
+  Index blocks_per_level = 1;
+  bool attention = true;  // self-attention in the middle (the lowest resolution)
+  Index attention_heads = 1;
+  Index groups = 8;       // GroupNorm groups; divides every level's channel count
+  Index embedding_dims = 64;
+  std::string embedding = "sinusoidal";
+  double fourier_scale = 16.0;
+  Index classes = 0;  // 0: unconditional; else labels 0..classes-1 and the null class `classes`
+  Index dims() const { return channels * height * width; }
+};
+
+// Why `a` cannot be built (wrong shape: sizes not divisible by 2^(levels-1), groups not dividing the
+// channels, ...), or "" when it can.
+std::string unet_architecture_problem(const UnetArchitecture& a);
+// The number of trainable parameters of the U-Net `a` (as the LibTorch module counts them).
+std::int64_t unet_parameter_count(const UnetArchitecture& a);
+
 // A network with its conditioning: everything needed to rebuild it from a checkpoint.
 struct NetworkSpec {
-  MlpArchitecture architecture;
+  std::string kind = "mlp";     // which architecture: "mlp" (`architecture`) or "unet" (`unet`)
+  MlpArchitecture architecture;  // kind = "mlp"
+  UnetArchitecture unet;         // kind = "unet"
   NetworkOutput output = NetworkOutput::edm;
   double sigma_data = 0.5;
+  Index dims() const { return kind == "unet" ? unet.dims() : architecture.dims; }
+  Index classes() const { return kind == "unet" ? unet.classes : architecture.classes; }
 };
+
+// One line naming the architecture and its sizes, the output and sigma_data (for results files).
+std::string describe(const NetworkSpec& spec);
 
 // Where and how a loaded network runs.
 struct NetworkRuntime {

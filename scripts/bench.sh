@@ -5,7 +5,11 @@
 #      DPM-Solver++(2M), 20 Karras steps, N samples, float64, shapes D2/K8, D16/K10, D64/K4
 #      (diagonal; the loop's mixture is isotropic);
 #   2. stochastic samplers (euler_ancestral, dpmpp_2m_sde) against dpm_solver_pp_2m (dpmpp_2m) at
-#      equal NFE on D16/K10, with the default per-step noise and with noise = "brownian";
+#      equal NFE on D16/K10, with the default per-step noise and with noise = "brownian": the ratio
+#      of CPU time (user + system, the least of --repeat runs), which a shared machine's load
+#      disturbs far less than wall time;
+#   2b. peak resident memory of a whole-batch run (block_rows = samples, one thread) of each of
+#      those samplers, less a 256-sample run's (the program itself), over the state's size;
 #   3. the mixture evaluation's arithmetic rate against the FP64 peak assumed in
 #      benchmarks/mixture_bench.cpp, and its run-time kernel against the SSE2 baseline;
 #   4. the torch-state path against the Eigen one (benchmarks/sampling_torch_bench.cpp), if built;
@@ -57,10 +61,11 @@ trap 'rm -rf "$TMP"' EXIT
 # The baseline, compiled as a hand-tuned program would be (-ffast-math lets GCC vectorise its sums).
 ${CXX:-c++} -O3 -march=native -ffast-math -fopenmp "$ROOT/benchmarks/handwritten_mixture_loop.cpp" -o "$TMP/handwritten"
 
-# config NAME PRESET SAMPLER [NOISE]: a `diffode sample` config in $TMP/NAME.toml.
+# config NAME PRESET SAMPLER [NOISE [SAMPLES BLOCK_ROWS]]: a `diffode sample` config in $TMP/NAME.toml.
 config() {
-  local noise=""
+  local noise="" samples=${5:-$SAMPLES} block=""
   [[ ${4:-} ]] && noise="noise = \"$4\""
+  [[ ${6:-} ]] && block="block_rows = $6"
   cat > "$TMP/$1.toml" << EOF
 [process]
 name = "edm"
@@ -74,8 +79,9 @@ final_step = "to_zero"
 name = "$3"
 $noise
 [run]
-samples = $SAMPLES
+samples = $samples
 seed = 0
+$block
 output = "$TMP/$1.h5"
 EOF
 }
@@ -98,8 +104,14 @@ loop_timed() {
   local -n list=$1
   list+=("$(OMP_NUM_THREADS=$THREADS "$TMP/handwritten" "$2" "$3" "$SAMPLES" | awk '{ printf "%.4f %.4f", $5, $6 }')")
 }
-# best LIST...: the fastest "wall cpu" pair.
+# best LIST...: the fastest "wall cpu" pair; best_cpu: the one of least CPU time.
 best() { printf '%s\n' "$@" | sort -g -k1,1 | head -n 1; }
+best_cpu() { printf '%s\n' "$@" | sort -g -k2,2 | head -n 1; }
+# peak_kib CONFIG: the command's maximum resident set size (KiB), one thread.
+peak_kib() {
+  /usr/bin/time -f '%M' -o "$TMP/rss" "$DIFFODE" sample "$1" --threads 1 > /dev/null 2>&1 || { echo "bench.sh: failed: $1" >&2; exit 1; }
+  tail -n 1 "$TMP/rss"
+}
 
 rows=()  # "section|measurement|ratio|target|met|detail"
 row() { rows+=("$1|$2|$3|$4|$5|$6"); }
@@ -107,7 +119,7 @@ row() { rows+=("$1|$2|$3|$4|$5|$6"); }
 verdict() { awk -v r="$1" -v l="$3" -v op="$2" 'BEGIN { m = op == ">=" ? r >= l : r <= l; print m ? "met" : "not met" }'; }
 
 # 1. The sampling command against the hand-written loop.
-declare -A det_best
+declare -A det_best det_cpu
 for shape in "ring2d 2 8 1.0" "iso16 16 10 1.0" "diag64 64 4 0.8"; do
   read -r preset d k target <<< "$shape"
   config "det_$preset" "$preset" dpmpp_2m
@@ -119,6 +131,7 @@ for shape in "ring2d 2 8 1.0" "iso16 16 10 1.0" "diag64 64 4 0.8"; do
   read -r ow oc <<< "$(best "${ours[@]}")"
   read -r lw lc <<< "$(best "${loop[@]}")"
   det_best[$preset]="$ow $oc"
+  det_cpu[$preset]="$(best_cpu "${ours[@]}")"
   ratio=$(awk -v a="$lw" -v b="$ow" 'BEGIN { printf "%.2f", a / b }')
   detail=$(awk -v n="$SAMPLES" -v ow="$ow" -v oc="$oc" -v lw="$lw" -v lc="$lc" \
     'BEGIN { printf "%.0fk vs %.0fk samples/s; %.2f s vs %.2f s wall, cpu-time ratio %.2f", n / ow / 1e3, n / lw / 1e3, ow, lw, lc / oc }')
@@ -133,12 +146,25 @@ for spec in "euler_ancestral per_step 1.5" "dpmpp_2m_sde per_step 1.5" "euler_an
   [[ $noise == brownian ]] && runs=1
   sto=()
   for ((r = 0; r < runs; ++r)); do timed sto "$DIFFODE" sample "$TMP/sto_${sampler}_$noise.toml" --threads "$THREADS"; done
-  read -r sw sc <<< "$(best "${sto[@]}")"
-  read -r dw dc <<< "${det_best[iso16]}"
-  ratio=$(awk -v a="$sw" -v b="$dw" 'BEGIN { printf "%.2f", a / b }')
+  read -r sw sc <<< "$(best_cpu "${sto[@]}")"
+  read -r dw dc <<< "${det_cpu[iso16]}"
+  ratio=$(awk -v a="$sc" -v b="$dc" 'BEGIN { printf "%.2f", a / b }')
   detail=$(awk -v sw="$sw" -v dw="$dw" -v sc="$sc" -v dc="$dc" -v r="$runs" \
-    'BEGIN { printf "%.2f s vs %.2f s wall (best of %d), cpu-time ratio %.2f", sw, dw, r, sc / dc }')
-  row "stochastic / dpmpp_2m time, D16 K10" "$sampler, noise = $noise" "$ratio" "<= $target" "$(verdict "$ratio" "<=" "$target")" "$detail"
+    'BEGIN { printf "%.2f s vs %.2f s CPU (least of %d), wall %.2f s vs %.2f s", sc, dc, r, sw, dw }')
+  row "stochastic / dpmpp_2m CPU time, D16 K10" "$sampler, noise = $noise" "$ratio" "<= $target" "$(verdict "$ratio" "<=" "$target")" "$detail"
+done
+
+# 2b. Peak memory of whole-batch runs (one block of all the samples), D16/K10.
+config mem_base iso16 euler_ancestral per_step 256 256
+base_kib=$(peak_kib "$TMP/mem_base.toml")
+for sampler in dpmpp_2m euler_ancestral dpmpp_2m_sde; do
+  noise=per_step
+  [[ $sampler == dpmpp_2m ]] && noise=""
+  config "mem_$sampler" iso16 "$sampler" "$noise" "$SAMPLES" "$SAMPLES"
+  kib=$(peak_kib "$TMP/mem_$sampler.toml")
+  ratio=$(awk -v k="$kib" -v b="$base_kib" -v n="$SAMPLES" 'BEGIN { printf "%.2f", (k - b) * 1024 / (8 * 16 * n) }')
+  row "whole-batch peak RSS / state size, D16 K10, 1 thread" "$sampler" "$ratio" "<= 3" "$(verdict "$ratio" "<=" 3)" \
+    "$kib KiB peak, less $base_kib KiB for a 256-sample run; state $((8 * 16 * SAMPLES / 1024)) KiB"
 done
 
 # 3. The mixture evaluation alone (one thread, calls of 256 rows: the default [run] block_rows).

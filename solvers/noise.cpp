@@ -4,6 +4,9 @@
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#endif
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -11,14 +14,27 @@
 #include <cmath>
 #include <stdexcept>
 
+// The instruction-set variants need GCC or Clang on x86-64 (target attributes, __builtin_cpu_supports).
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define DIFFODE_NOISE_X86_KERNELS 1
+#else
+#define DIFFODE_NOISE_X86_KERNELS 0
+#endif
+
 namespace diffode {
 
 std::string_view noise_kind_name(NoiseKind kind) { return kind == NoiseKind::per_step ? "per_step" : "brownian"; }
 
 namespace detail {
 
-void philox4x32_block(std::uint64_t key, std::uint32_t w0, std::uint32_t w1, const std::uint32_t* c2, const std::uint32_t* c3, int n,
-                      std::uint32_t* o0, std::uint32_t* o1, std::uint32_t* o2, std::uint32_t* o3) {
+namespace {
+
+// The bodies of philox4x32_block and box_muller_block, inlined into one function per instruction
+// set below (the same source, hence the same integer results and the same IEEE operations in the
+// same order: -ffp-contract=off keeps multiplies and adds apart on every target).
+[[gnu::always_inline]] inline void philox_impl(std::uint64_t key, std::uint32_t w0, std::uint32_t w1, const std::uint32_t* c2,
+                                               const std::uint32_t* c3, int n, std::uint32_t* o0, std::uint32_t* o1,
+                                               std::uint32_t* o2, std::uint32_t* o3) {
   constexpr std::uint32_t kM0 = 0xD2511F53u, kM1 = 0xCD9E8D57u;
   std::uint32_t k0[10], k1[10];
   std::uint32_t a = static_cast<std::uint32_t>(key), b = static_cast<std::uint32_t>(key >> 32);
@@ -41,8 +57,6 @@ void philox4x32_block(std::uint64_t key, std::uint32_t w0, std::uint32_t w1, con
     o3[i] = x3;
   }
 }
-
-namespace {
 
 constexpr std::uint64_t kOneBits = 0x3FF0000000000000ull;      // 1.0
 constexpr std::uint64_t kMantissa = 0x000FFFFFFFFFFFFFull;
@@ -74,13 +88,14 @@ inline double log_unit(double u) {
   return e * kLn2Hi + (log1p_f + e * kLn2Lo);
 }
 
-}  // namespace
+constexpr int kMaxPairs = 256, kPad = 8;  // arrays padded to whole 8-double registers
 
-void box_muller_block(const std::uint32_t* a_hi, const std::uint32_t* a_lo, const std::uint32_t* b_hi, const std::uint32_t* b_lo, int n,
-                      double* z_cos, double* z_sin) {
-  constexpr int kMax = 256;
-  if (n > kMax) throw std::logic_error("box_muller_block: at most 256 elements");
-  alignas(16) double minus_two_log[kMax + 2], cos_part[kMax + 2], sin_part[kMax + 2];
+// The transform up to the square root: -2 log u1, and cos and sin of the angle, for n <= 256
+// elements; the padding up to the next multiple of 8 is set to 0 (its results are never read).
+[[gnu::always_inline]] inline void transform_impl(const std::uint32_t* a_hi, const std::uint32_t* a_lo, const std::uint32_t* b_hi,
+                                                   const std::uint32_t* b_lo, int n, double* minus_two_log, double* cos_part,
+                                                   double* sin_part) {
+  if (n > kMaxPairs) throw std::logic_error("box_muller_block: at most 256 elements");
   for (int i = 0; i < n; ++i) {
     const std::uint64_t a = (std::uint64_t{a_hi[i]} << 32) | a_lo[i];
     const std::uint64_t b = (std::uint64_t{b_hi[i]} << 32) | b_lo[i];
@@ -107,12 +122,17 @@ void box_muller_block(const std::uint32_t* a_hi, const std::uint32_t* a_lo, cons
     sin_part[i] = std::bit_cast<double>(((sb & ~swap) | (cb & swap)) ^ ((q & 2) << 62));
     cos_part[i] = std::bit_cast<double>(((cb & ~swap) | (sb & swap)) ^ (((q + 1) & 2) << 62));
   }
-  const int even = n + (n & 1);
-  if (n & 1) minus_two_log[n] = cos_part[n] = sin_part[n] = 0.0;
+  for (int i = n; i < (n + kPad - 1) / kPad * kPad; ++i) minus_two_log[i] = cos_part[i] = sin_part[i] = 0.0;
+}
+
+// z_cos = radius cos, z_sin = radius sin with radius = sqrt(-2 log u1), for n elements (arrays
+// padded as transform_impl leaves them). std::sqrt may set errno, which keeps GCC from vectorising
+// it; the packed square roots round exactly as the scalar one (IEEE 754 correctly rounded).
+[[gnu::always_inline]] inline void radius_baseline(const double* minus_two_log, const double* cos_part, const double* sin_part, int n,
+                                                   double* z_cos, double* z_sin) {
 #if defined(__SSE2__)
-  // std::sqrt may set errno, which keeps GCC from vectorising it; sqrtpd rounds as sqrtsd does.
-  alignas(16) double zc[kMax + 2], zs[kMax + 2];
-  for (int i = 0; i < even; i += 2) {
+  alignas(64) double zc[kMaxPairs + kPad], zs[kMaxPairs + kPad];
+  for (int i = 0; i < n; i += 2) {
     const __m128d radius = _mm_sqrt_pd(_mm_load_pd(minus_two_log + i));
     _mm_store_pd(zc + i, _mm_mul_pd(_mm_load_pd(cos_part + i), radius));
     _mm_store_pd(zs + i, _mm_mul_pd(_mm_load_pd(sin_part + i), radius));
@@ -125,8 +145,111 @@ void box_muller_block(const std::uint32_t* a_hi, const std::uint32_t* a_lo, cons
     z_cos[i] = cos_part[i] * radius;
     z_sin[i] = sin_part[i] * radius;
   }
-  (void)even;
 #endif
+}
+
+// Philox and Box-Muller for n <= 256 counters (w0, w1, c2[i], c3[i]): the two normals of each.
+// The arrays of one call: Philox's words, then the transform's three parts, padded.
+struct PairsScratch {
+  alignas(64) std::uint32_t o0[kMaxPairs], o1[kMaxPairs], o2[kMaxPairs], o3[kMaxPairs];
+  alignas(64) double minus_two_log[kMaxPairs + kPad], cos_part[kMaxPairs + kPad], sin_part[kMaxPairs + kPad];
+};
+
+[[gnu::always_inline]] inline void pairs_front(PairsScratch& w, std::uint64_t key, std::uint32_t w0, std::uint32_t w1, const std::uint32_t* c2,
+                                               const std::uint32_t* c3, int n) {
+  philox_impl(key, w0, w1, c2, c3, n, w.o0, w.o1, w.o2, w.o3);
+  transform_impl(w.o0, w.o1, w.o2, w.o3, n, w.minus_two_log, w.cos_part, w.sin_part);
+}
+
+void pairs_baseline(std::uint64_t key, std::uint32_t w0, std::uint32_t w1, const std::uint32_t* c2, const std::uint32_t* c3, int n,
+                    double* z_cos, double* z_sin) {
+  PairsScratch w;
+  pairs_front(w, key, w0, w1, c2, c3, n);
+  radius_baseline(w.minus_two_log, w.cos_part, w.sin_part, n, z_cos, z_sin);
+}
+#if DIFFODE_NOISE_X86_KERNELS
+// Wider registers only: 4 (AVX2) or 8 (AVX-512F) lanes for Philox's 32-bit products, the
+// transform's doubles and the square roots, where the baseline has 2-4.
+__attribute__((target("avx2"))) void pairs_avx2(std::uint64_t key, std::uint32_t w0, std::uint32_t w1, const std::uint32_t* c2,
+                                                const std::uint32_t* c3, int n, double* z_cos, double* z_sin) {
+  PairsScratch w;
+  pairs_front(w, key, w0, w1, c2, c3, n);
+  alignas(64) double zc[kMaxPairs + kPad], zs[kMaxPairs + kPad];
+  for (int i = 0; i < n; i += 4) {
+    const __m256d radius = _mm256_sqrt_pd(_mm256_load_pd(w.minus_two_log + i));
+    _mm256_store_pd(zc + i, _mm256_mul_pd(_mm256_load_pd(w.cos_part + i), radius));
+    _mm256_store_pd(zs + i, _mm256_mul_pd(_mm256_load_pd(w.sin_part + i), radius));
+  }
+  std::copy(zc, zc + n, z_cos);
+  std::copy(zs, zs + n, z_sin);
+}
+__attribute__((target("avx512f"))) void pairs_avx512(std::uint64_t key, std::uint32_t w0, std::uint32_t w1, const std::uint32_t* c2,
+                                                     const std::uint32_t* c3, int n, double* z_cos, double* z_sin) {
+  PairsScratch w;
+  pairs_front(w, key, w0, w1, c2, c3, n);
+  alignas(64) double zc[kMaxPairs + kPad], zs[kMaxPairs + kPad];
+  for (int i = 0; i < n; i += 8) {
+    const __m512d radius = _mm512_sqrt_pd(_mm512_load_pd(w.minus_two_log + i));
+    _mm512_store_pd(zc + i, _mm512_mul_pd(_mm512_load_pd(w.cos_part + i), radius));
+    _mm512_store_pd(zs + i, _mm512_mul_pd(_mm512_load_pd(w.sin_part + i), radius));
+  }
+  std::copy(zc, zc + n, z_cos);
+  std::copy(zs, zs + n, z_sin);
+}
+#endif
+
+using PairsFn = void (*)(std::uint64_t, std::uint32_t, std::uint32_t, const std::uint32_t*, const std::uint32_t*, int, double*, double*);
+
+PairsFn pairs_fn(NoiseIsa isa) {
+  switch (isa) {
+#if DIFFODE_NOISE_X86_KERNELS
+    case NoiseIsa::avx2: return pairs_avx2;
+    case NoiseIsa::avx512: return pairs_avx512;
+#endif
+    default: return pairs_baseline;
+  }
+}
+
+}  // namespace
+
+void philox4x32_block(std::uint64_t key, std::uint32_t w0, std::uint32_t w1, const std::uint32_t* c2, const std::uint32_t* c3, int n,
+                      std::uint32_t* o0, std::uint32_t* o1, std::uint32_t* o2, std::uint32_t* o3) {
+  philox_impl(key, w0, w1, c2, c3, n, o0, o1, o2, o3);
+}
+
+void box_muller_block(const std::uint32_t* a_hi, const std::uint32_t* a_lo, const std::uint32_t* b_hi, const std::uint32_t* b_lo, int n,
+                      double* z_cos, double* z_sin) {
+  alignas(64) double minus_two_log[kMaxPairs + kPad], cos_part[kMaxPairs + kPad], sin_part[kMaxPairs + kPad];
+  transform_impl(a_hi, a_lo, b_hi, b_lo, n, minus_two_log, cos_part, sin_part);
+  radius_baseline(minus_two_log, cos_part, sin_part, n, z_cos, z_sin);
+}
+
+bool noise_isa_supported(NoiseIsa isa) {
+  switch (isa) {
+    case NoiseIsa::baseline: return true;
+#if DIFFODE_NOISE_X86_KERNELS
+    case NoiseIsa::avx2: __builtin_cpu_init(); return __builtin_cpu_supports("avx2") != 0;
+    case NoiseIsa::avx512: __builtin_cpu_init(); return __builtin_cpu_supports("avx512f") != 0;
+#endif
+    default: return false;
+  }
+}
+
+// The widest the CPU has: on AMD Zen 4 (512-bit operations as two 256-bit halves) AVX-512F still
+// measured about 15% faster than AVX2 here, and AVX2 twice as fast as the baseline
+// (benchmarks/noise_bench.cpp, results/benchmarks.md).
+NoiseIsa best_noise_isa() {
+  static const NoiseIsa best = noise_isa_supported(NoiseIsa::avx512) ? NoiseIsa::avx512
+                               : noise_isa_supported(NoiseIsa::avx2) ? NoiseIsa::avx2
+                                                                     : NoiseIsa::baseline;
+  return best;
+}
+
+void normal_pairs(NoiseIsa isa, std::uint64_t key, std::uint32_t w0, std::uint32_t w1, const std::uint32_t* c2, const std::uint32_t* c3,
+                  int n, double* z_cos, double* z_sin) {
+  if (n > 256) throw std::logic_error("normal_pairs: at most 256 elements");
+  if (!noise_isa_supported(isa)) throw std::invalid_argument("normal_pairs: this CPU lacks the instruction set asked for");
+  pairs_fn(isa)(key, w0, w1, c2, c3, n, z_cos, z_sin);
 }
 
 }  // namespace detail
@@ -152,6 +275,12 @@ StepNormals::StepNormals(std::uint64_t seed, std::uint32_t stream) : seed_(seed)
   if (stream > max_stream) throw std::invalid_argument(fmt::format("StepNormals: stream {} exceeds {}", stream, max_stream));
 }
 
+void StepNormals::set_isa(detail::NoiseIsa isa) {
+  if (isa != detail::NoiseIsa::automatic && !detail::noise_isa_supported(isa))
+    throw std::invalid_argument("StepNormals: this CPU lacks the instruction set asked for");
+  isa_ = isa;
+}
+
 void StepNormals::fill(std::uint64_t step, Index first_sample, Batch& out) const {
   check_step(step);
   const Index rows = out.rows(), dims = out.cols();
@@ -159,7 +288,8 @@ void StepNormals::fill(std::uint64_t step, Index first_sample, Batch& out) const
   const Index pairs = (dims + 1) / 2, count = rows * pairs;
   const std::uint32_t w0 = static_cast<std::uint32_t>(step), w1 = counter_word1(stream_, step);
   double* data = out.data();  // row-major: (r, d) at r * dims + d
-  std::uint32_t sample[kBlock], pair[kBlock], o0[kBlock], o1[kBlock], o2[kBlock], o3[kBlock];
+  const auto draw = detail::pairs_fn(isa_ == detail::NoiseIsa::automatic ? detail::best_noise_isa() : isa_);
+  std::uint32_t sample[kBlock], pair[kBlock];
   double zc[kBlock], zs[kBlock];
   Index row = 0, p = 0;  // the block's first pair
   for (Index e0 = 0; e0 < count; e0 += kBlock) {
@@ -173,8 +303,15 @@ void StepNormals::fill(std::uint64_t step, Index first_sample, Batch& out) const
         ++row;
       }
     }
-    detail::philox4x32_block(seed_, w0, w1, sample, pair, n, o0, o1, o2, o3);
-    detail::box_muller_block(o0, o1, o2, o3, n, zc, zs);
+    draw(seed_, w0, w1, sample, pair, n, zc, zs);
+    if (dims % 2 == 0) {  // pair e fills elements 2e and 2e + 1: a plain interleave
+      double* dst = data + 2 * e0;
+      for (int i = 0; i < n; ++i) {
+        dst[2 * i] = zc[i];
+        dst[2 * i + 1] = zs[i];
+      }
+      continue;
+    }
     Index r = row0, q = p0;
     for (int i = 0; i < n; ++i) {
       double* dst = data + r * dims + 2 * q;

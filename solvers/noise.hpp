@@ -12,8 +12,10 @@
 //
 // The transform's log, sine and cosine are short polynomials written so that the compiler
 // vectorises the loop (no library calls, no branches); they are accurate to a few ulp, and their
-// bits do not depend on the C library. A step costs one Philox call and one transform per two
-// normals, instead of a descent of the Brownian tree (two normals per level, 40 levels).
+// bits do not depend on the C library. Philox and the transform are compiled for the SSE2 baseline,
+// AVX2 and AVX-512F and chosen at run time; every variant gives the same bits. A step costs one
+// Philox call and one transform per two normals, instead of a descent of the Brownian tree (two
+// normals per level, 40 levels).
 #pragma once
 
 #include "core/state.hpp"
@@ -32,6 +34,11 @@ enum class NoiseKind {
 };
 std::string_view noise_kind_name(NoiseKind kind);
 
+namespace detail {
+// The instruction set of the normals' kernel: the same bits on each (tests/solvers/noise_test.cpp).
+enum class NoiseIsa { automatic, baseline, avx2, avx512 };
+}  // namespace detail
+
 // Standard normals keyed by (seed, stream, step, sample, dim). `stream` separates independent uses
 // under one seed (a predictor's and a corrector's noise, an SRA step's dW and its Levy area).
 class StepNormals {
@@ -45,10 +52,13 @@ class StepNormals {
   void fill(std::uint64_t step, Index first_sample, Batch& out) const;
   // One value, element by element (the reference the batched fill must equal bitwise).
   double at(std::uint64_t step, Index sample, Index dim) const;
+  // The kernel fill() uses (tests compare them; automatic: the best this CPU runs).
+  void set_isa(detail::NoiseIsa isa);
 
  private:
   std::uint64_t seed_;
   std::uint32_t stream_;
+  detail::NoiseIsa isa_ = detail::NoiseIsa::automatic;
 };
 
 // Brownian increments for a fixed grid, fresh per step: on step i of signed length h,
@@ -85,6 +95,13 @@ void philox4x32_block(std::uint64_t key, std::uint32_t w0, std::uint32_t w1, con
 // z_cos = radius cos(angle), z_sin = radius sin(angle).
 void box_muller_block(const std::uint32_t* a_hi, const std::uint32_t* a_lo, const std::uint32_t* b_hi, const std::uint32_t* b_lo, int n,
                       double* z_cos, double* z_sin);
+
+// Both steps at once for n <= 256 counters (w0, w1, c2[i], c3[i]), on the given instruction set
+// (not automatic): what StepNormals::fill runs. Throws if this CPU lacks it.
+void normal_pairs(NoiseIsa isa, std::uint64_t key, std::uint32_t w0, std::uint32_t w1, const std::uint32_t* c2, const std::uint32_t* c3,
+                  int n, double* z_cos, double* z_sin);
+bool noise_isa_supported(NoiseIsa isa);
+NoiseIsa best_noise_isa();
 
 }  // namespace detail
 

@@ -77,11 +77,7 @@ class TrainProgress {
   std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now(), last_{};
 };
 
-std::string describe_network(const TrainingSpec& s) {
-  const MlpArchitecture& a = s.network.architecture;
-  return fmt::format("residual MLP dims {} width {} blocks {} embedding {} ({} features) classes {}; output {}, sigma_data {:g}", a.dims, a.width,
-                     a.blocks, a.embedding, a.embedding_dims, a.classes, to_string(s.network.output), s.network.sigma_data);
-}
+std::string describe_network(const TrainingSpec& s) { return describe(s.network); }
 
 void write_history(Hdf5File& h5, const TrainingRun& run, const TrainingOutcome& outcome, const Provenance& provenance, int threads,
                    double samples_per_second) {

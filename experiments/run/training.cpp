@@ -4,6 +4,7 @@
 #include "experiments/run/hdf5_file.hpp"
 #include "experiments/run/output.hpp"
 #include "experiments/run/readers.hpp"
+#include "models/fashion_mnist.hpp"
 #include "models/gaussian_mixture.hpp"
 #include "models/toy_data.hpp"
 
@@ -19,6 +20,7 @@ std::vector<std::string> data_kinds() {
   std::vector<std::string> kinds = {"mixture"};
   for (const std::string& name : toy_set_names()) kinds.push_back(name);
   kinds.push_back("hdf5");
+  kinds.push_back("fashion_mnist");
   return kinds;
 }
 
@@ -43,16 +45,43 @@ TrainingData array_batches(std::shared_ptr<const ArrayData> data, std::int64_t b
 }
 
 // The data of [data] as the backend's generator of batches; sets dims, and the description.
+// `image_shape` is set (C, H, W) for image data.
 TrainingData read_training_data(ConfigTable data, const TrainingRun& run, Index classes, std::uint64_t seed, std::int64_t batch, Index& dims,
-                                std::string& description) {
+                                std::string& description, std::vector<Index>& image_shape) {
   data = data.bind(training_data_schema());
   const std::string kind = data.string("kind");
   const auto only = [&](std::vector<const char*> keys, const std::string& which) {
     for (const char* key : keys)
       if (data.has(key)) data.fail(key, fmt::format("only with {} (not kind = \"{}\")", which, kind));
   };
-  if (classes > 0 && kind != "hdf5")
-    data.fail("kind", fmt::format("a class-conditional network ([network] classes = {}) needs labelled data: kind = \"hdf5\" with labels", classes));
+  if (classes > 0 && kind != "hdf5" && kind != "fashion_mnist")
+    data.fail("kind", fmt::format("a class-conditional network ([network] classes = {}) needs labelled data: kind = \"hdf5\" with labels, or "
+                                  "\"fashion_mnist\"",
+                                  classes));
+  if (kind != "fashion_mnist") only({"split", "directory"}, "kind = \"fashion_mnist\"");
+  if (kind == "fashion_mnist") {
+    only({"noise"}, "a toy set");
+    only({"preset", "seed", "weights", "means", "variances", "file", "dataset", "labels"}, "another kind");
+    const std::string split = data.string("split"), directory = data.string("directory");
+    data.finish();
+    if (classes != 0 && classes != kFashionMnistClasses)
+      data.fail("kind", fmt::format("Fashion-MNIST has {} classes; [network] classes = {} (0 or {})", kFashionMnistClasses, classes,
+                                    kFashionMnistClasses));
+    auto arrays = std::make_shared<ArrayData>();
+    ImageSet images;
+    try {
+      images = read_fashion_mnist(split, directory);
+    } catch (const std::exception& e) {
+      data.fail(data.has("directory") ? "directory" : "kind", e.what());
+    }
+    arrays->x = std::move(images.pixels);
+    if (classes > 0) arrays->labels = std::move(images.labels);
+    dims = arrays->x.cols();
+    description = fmt::format("Fashion-MNIST {} split: {} images of {}x{}x{}{}, drawn with replacement", split, arrays->x.rows(), images.channels,
+                              images.height, images.width, classes > 0 ? " with their 10 class labels" : "");
+    image_shape = {images.channels, images.height, images.width};
+    return array_batches(arrays, batch, seed);
+  }
   if (kind == "mixture") {
     only({"noise"}, "a toy set");
     only({"dataset", "labels"}, "kind = \"hdf5\"");
@@ -119,26 +148,37 @@ TrainingData read_training_data(ConfigTable data, const TrainingRun& run, Index 
 const TableSchema& network_schema() {
   static const TableSchema s{
       "network",
-      "diffode train: the residual MLP and its conditioning (models/network.hpp); the data set its dimension",
-      {string_key("output", "what the raw output F is: a parameterisation, or EDM's preconditioned denoiser c_skip x~ + c_out F")
+      "diffode train: the network (a residual MLP or an image U-Net, models/network.hpp) and its conditioning; the data set its dimension",
+      {string_key("architecture", "the residual MLP (any dimension) or the U-Net (images: rows of C*H*W values)")
+           .fallback_str("mlp")
+           .one_of({"mlp", "unet"}),
+       string_key("output", "what the raw output F is: a parameterisation, or EDM's preconditioned denoiser c_skip x~ + c_out F")
            .fallback_str("edm")
            .one_of({"eps", "x0", "v", "score", "flow", "edm"}),
        number_key("sigma_data", "the data's standard deviation in c_in (and EDM's c_skip, c_out)").fallback(0.5).above(0),
-       integer_key("width", "hidden units").fallback_int(128).at_least(1).at_most(65536),
-       integer_key("blocks", "residual blocks").fallback_int(3).at_least(0).at_most(1000),
+       integer_key("width", "mlp: hidden units").fallback_int(128).at_least(1).at_most(65536),
+       integer_key("blocks", "mlp: residual blocks").fallback_int(3).at_least(0).at_most(1000),
        integer_key("embedding_dims", "noise-embedding features (even)").fallback_int(64).at_least(2).at_most(65536),
        string_key("embedding", "noise embedding of c_noise = log(sigma~)/4: EDM's sinusoids or random Fourier features")
            .fallback_str("sinusoidal")
            .one_of({"sinusoidal", "fourier"}),
        number_key("fourier_scale", "std of the Fourier frequencies (embedding = \"fourier\")").fallback(16.0).above(0),
-       integer_key("classes", "0: unconditional; else labels 0..classes-1 and a null class for guidance").fallback_int(0).at_least(0)}};
+       integer_key("classes", "0: unconditional; else labels 0..classes-1 and a null class for guidance").fallback_int(0).at_least(0),
+       numbers_key("image", "unet: [channels, height, width] of the images (C*H*W = the data's dimension)").optional("the data's, for image data"),
+       integer_key("base_channels", "unet: channels of the first level").fallback_int(16).at_least(1).at_most(1024),
+       numbers_key("channel_multipliers", "unet: channels of each level as multiples of base_channels; the resolution halves between levels")
+           .optional("[1, 2, 2]"),
+       integer_key("blocks_per_level", "unet: residual blocks per level on the way down (one more on the way up)").fallback_int(1).at_least(1).at_most(16),
+       boolean_key("attention", "unet: self-attention in the middle, at the lowest resolution").fallback_bool(true),
+       integer_key("attention_heads", "unet: attention heads (divide the lowest level's channels)").fallback_int(1).at_least(1).at_most(64),
+       integer_key("groups", "unet: GroupNorm groups (divide every level's channels)").fallback_int(8).at_least(1).at_most(1024)}};
   return s;
 }
 
 const TableSchema& training_data_schema() {
   static const TableSchema s{
       "data",
-      "diffode train: the training data, fresh draws every step (mixture, toy sets) or rows of an HDF5 array",
+      "diffode train: the training data, fresh draws every step (mixture, toy sets), rows of an HDF5 array or Fashion-MNIST images",
       {string_key("kind", "an exact mixture (the [model] keys below), a 2-D toy set (models/toy_data.hpp), or an N x D HDF5 dataset")
            .fallback_str("mixture")
            .one_of(data_kinds()),
@@ -150,6 +190,8 @@ const TableSchema& training_data_schema() {
        string_key("file", "mixture: HDF5 with weights, means, variances; hdf5: the data file").optional("required for hdf5"),
        string_key("dataset", "hdf5: the N x D dataset").optional("required for hdf5"),
        string_key("labels", "hdf5: a dataset of N integer labels (with [network] classes > 0)").optional("none"),
+       string_key("split", "fashion_mnist: the split (60,000 or 10,000 images)").fallback_str("train").one_of({"train", "test"}),
+       string_key("directory", "fashion_mnist: the folder of the IDX files (Debian's dataset-fashion-mnist)").fallback_str(std::string(kFashionMnistDirectory)),
        number_key("noise", "toy sets: Gaussian jitter").optional("the set's own: two_moons 0.1, checkerboard 0, swiss_roll 1, rings 0.08").at_least(0)}};
   return s;
 }
@@ -214,17 +256,49 @@ TrainingRun read_training_run(const std::filesystem::path& config_path) {
   s.process = training_process(run.process);
 
   ConfigTable net = root.table("network", network_schema());
+  s.network.kind = net.string("architecture");
+  const bool unet = s.network.kind == "unet";
   s.network.output = network_output_from_string(net.string("output"));
   s.network.sigma_data = net.number("sigma_data");
+  for (const char* key : unet ? std::vector<const char*>{"width", "blocks"}
+                              : std::vector<const char*>{"image", "base_channels", "channel_multipliers", "blocks_per_level", "attention",
+                                                         "attention_heads", "groups"})
+    if (net.has(key)) net.fail(key, fmt::format("only with architecture = \"{}\"", unet ? "mlp" : "unet"));
+  const Index embedding_dims = net.integer("embedding_dims");
+  if (embedding_dims % 2 != 0) net.fail("embedding_dims", fmt::format("{}: must be even (cosines and sines)", embedding_dims));
+  const std::string embedding = net.string("embedding");
+  if (net.has("fourier_scale") && embedding != "fourier") net.fail("fourier_scale", "only with embedding = \"fourier\"");
+  const double fourier_scale = net.number("fourier_scale");
+  const Index classes = net.integer("classes");
   MlpArchitecture& a = s.network.architecture;
-  a.width = net.integer("width");
-  a.blocks = net.integer("blocks");
-  a.embedding_dims = net.integer("embedding_dims");
-  if (a.embedding_dims % 2 != 0) net.fail("embedding_dims", fmt::format("{}: must be even (cosines and sines)", a.embedding_dims));
-  a.embedding = net.string("embedding");
-  if (net.has("fourier_scale") && a.embedding != "fourier") net.fail("fourier_scale", "only with embedding = \"fourier\"");
-  a.fourier_scale = net.number("fourier_scale");
-  a.classes = net.integer("classes");
+  UnetArchitecture& u = s.network.unet;
+  std::optional<std::vector<Index>> image;
+  if (unet) {
+    const auto integers = [&](const char* key) {
+      std::vector<Index> values;
+      for (double v : net.numbers(key)) {
+        if (!(v >= 1 && v <= 1e6 && v == std::floor(v))) net.fail(key, fmt::format("{}: entries are positive integers", v));
+        values.push_back(static_cast<Index>(v));
+      }
+      return values;
+    };
+    if (net.has("image")) {
+      image = integers("image");
+      if (image->size() != 3) net.fail("image", fmt::format("{} entries: [channels, height, width]", image->size()));
+    }
+    u.base_channels = net.integer("base_channels");
+    if (net.has("channel_multipliers")) u.channel_multipliers = integers("channel_multipliers");
+    u.blocks_per_level = net.integer("blocks_per_level");
+    u.attention = net.boolean("attention");
+    if (net.has("attention_heads") && !u.attention) net.fail("attention_heads", "only with attention = true");
+    u.attention_heads = net.integer("attention_heads");
+    u.groups = net.integer("groups");
+    u.embedding_dims = embedding_dims, u.embedding = embedding, u.fourier_scale = fourier_scale, u.classes = classes;
+  } else {
+    a.width = net.integer("width");
+    a.blocks = net.integer("blocks");
+    a.embedding_dims = embedding_dims, a.embedding = embedding, a.fourier_scale = fourier_scale, a.classes = classes;
+  }
   net.finish();
 
   ConfigTable train = root.table("train", train_schema());
@@ -237,7 +311,7 @@ TrainingRun read_training_run(const std::filesystem::path& config_path) {
   s.gradient_clip = train.number("gradient_clip");
   s.ema_decay = train.number("ema_decay");
   s.label_dropout = train.number("label_dropout");
-  if (train.has("label_dropout") && a.classes == 0) train.fail("label_dropout", "only with a class-conditional network ([network] classes > 0)");
+  if (train.has("label_dropout") && classes == 0) train.fail("label_dropout", "only with a class-conditional network ([network] classes > 0)");
   for (const char* key : {"p_mean", "p_std"})
     if (train.has(key) && !s.process.edm) train.fail(key, fmt::format("only under the EDM process ([process] name = \"edm\"; {} samples t uniformly)",
                                                                       run.process->name()));
@@ -254,7 +328,22 @@ TrainingRun read_training_run(const std::filesystem::path& config_path) {
     n2.fail("output", "a flow output needs a process with times (not edm, whose levels are drawn log-normally)");
   }
 
-  s.data = read_training_data(root.table("data"), run, a.classes, s.seed, s.batch_size, a.dims, run.data_description);
+  Index dims = 0;
+  std::vector<Index> data_image;
+  s.data = read_training_data(root.table("data"), run, classes, s.seed, s.batch_size, dims, run.data_description, data_image);
+  if (unet) {
+    // The image shape: [network] image, else the image data's own.
+    ConfigTable n2 = root.table("network");
+    if (!image && data_image.empty()) n2.fail("architecture", fmt::format("a U-Net needs image = [channels, height, width] for {}-dimensional rows", dims));
+    const std::vector<Index> shape = image ? *image : data_image;
+    u.channels = shape[0], u.height = shape[1], u.width = shape[2];
+    if (u.dims() != dims)
+      n2.fail(image ? "image" : "architecture", fmt::format("image {} x {} x {} = {} values per row, but the data have {}", u.channels, u.height,
+                                                            u.width, u.dims(), dims));
+    if (const std::string problem = unet_architecture_problem(u); !problem.empty()) n2.fail("architecture", "U-Net: " + problem);
+  } else {
+    a.dims = dims;
+  }
 
   ConfigTable out = root.table("output", training_output_schema());
   run.checkpoint = out.string("file");
@@ -264,7 +353,9 @@ TrainingRun read_training_run(const std::filesystem::path& config_path) {
   out.finish();
   root.finish();
   // The checkpoint: weights, EMA and two AdamW moments, 4 copies of the parameters in float64 at most.
-  const double width = static_cast<double>(a.width), parameters = width * width * (3.0 * a.blocks + 1) + width * (a.embedding_dims + 2 * a.dims + 8);
+  const double width = static_cast<double>(a.width);
+  const double parameters = unet ? static_cast<double>(unet_parameter_count(u))
+                                 : width * width * (3.0 * a.blocks + 1) + width * (a.embedding_dims + 2 * a.dims + 8);
   check_output_path(out, "file", run.checkpoint, 4 * 8 * parameters + (1 << 16));
   check_output_path(out, out.has("history") ? "history" : "file", run.history, 3 * 8 * static_cast<double>(s.steps) + (1 << 16));
   run.checkpoint_key = out.where("file");

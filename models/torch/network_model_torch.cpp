@@ -292,14 +292,11 @@ class CheckpointModel final : public NetworkModel, public std::enable_shared_fro
     sha256_ = file_sha256(file);
   }
 
-  Index dims() const override { return spec_.architecture.dims; }
-  Index classes() const override { return spec_.architecture.classes; }
+  Index dims() const override { return spec_.dims(); }
+  Index classes() const override { return spec_.classes(); }
   std::string description() const override {
-    const MlpArchitecture& a = spec_.architecture;
-    return fmt::format("network {} (sha256 {}): residual MLP, dims {}, width {}, blocks {}, {} embedding {}, classes {}, output {}, sigma_data {}; "
-                       "{} {}, batch_size {}",
-                       file_, sha256_, a.dims, a.width, a.blocks, a.embedding, a.embedding_dims, a.classes, to_string(spec_.output),
-                       spec_.sigma_data, runtime_.device, runtime_.dtype, runtime_.batch_size);
+    return fmt::format("network {} (sha256 {}): {}; {} {}, batch_size {}", file_, sha256_, describe(spec_), runtime_.device, runtime_.dtype,
+                       runtime_.batch_size);
   }
   std::unique_ptr<Predictor<Batch>> make_predictor(int label) const override {
     if (label >= 0 && label >= classes())
@@ -360,7 +357,7 @@ class CheckpointModel final : public NetworkModel, public std::enable_shared_fro
   torch::Dtype dtype_;
   NetworkSpec spec_;
   // Inference only reads the weights, so the predictors of several threads share them.
-  mutable ScoreMlp network_{nullptr};
+  mutable ScoreNetwork network_;
   Parameterization native_ = Parameterization::x0;
   std::string sha256_;
 };

@@ -5,6 +5,8 @@
 // N(0, fourier_scale^2)), both applied to c_noise = log(sigma~) / 4 as EDM applies them.
 #include "models/torch/score_mlp_torch.hpp"
 
+#include "models/torch/unet_torch.hpp"
+
 #include <fmt/format.h>
 
 #include <unistd.h>
@@ -18,7 +20,7 @@ namespace diffode {
 namespace {
 
 constexpr const char* kFormat = "diffode-network";
-constexpr std::int64_t kVersion = 1;
+constexpr std::int64_t kVersion = 2;  // 2: spec/kind and the U-Net (1: MLP only, still read)
 // |c_noise| <= log(1e8) / 4: sigma~ from 1e-8 to 1e8, far beyond any level a process samples.
 const double kNoiseClamp = std::log(1e8) / 4.0;
 
@@ -59,22 +61,20 @@ ScoreMlpImpl::ScoreMlpImpl(const MlpArchitecture& architecture) : architecture_(
     output_->weight.zero_();
     output_->bias.zero_();
   }
-  if (a.embedding == "fourier") {
-    // Drawn from a generator of its own (not the global one, whose state the caller seeds for the
-    // weights); stored in checkpoints as a buffer, so a loaded network has the frequencies it was
-    // trained with.
-    auto generator = at::make_generator<at::CPUGeneratorImpl>(0x5eedf00dULL);
-    fourier_frequencies_ = register_buffer(
-        "fourier_frequencies", torch::randn({a.embedding_dims / 2}, generator, torch::TensorOptions().dtype(torch::kFloat32)) * a.fourier_scale);
-  }
+  if (a.embedding == "fourier") fourier_frequencies_ = register_buffer("fourier_frequencies", fourier_frequencies(a.embedding_dims, a.fourier_scale));
 }
 
-torch::Tensor ScoreMlpImpl::noise_embedding(const torch::Tensor& c_noise) const {
-  const Index half = architecture_.embedding_dims / 2;
+torch::Tensor fourier_frequencies(Index dims, double scale) {
+  auto generator = at::make_generator<at::CPUGeneratorImpl>(0x5eedf00dULL);
+  return torch::randn({dims / 2}, generator, torch::TensorOptions().dtype(torch::kFloat32)) * scale;
+}
+
+torch::Tensor noise_embedding(const torch::Tensor& c_noise, Index dims, const std::string& embedding, const torch::Tensor& fourier_frequencies) {
+  const Index half = dims / 2;
   const torch::Tensor c = c_noise.reshape({-1, 1});
   torch::Tensor frequencies;
-  if (architecture_.embedding == "fourier") {
-    frequencies = fourier_frequencies_.to(c.options()) * (2.0 * std::numbers::pi);
+  if (embedding == "fourier") {
+    frequencies = fourier_frequencies.to(c.options()) * (2.0 * std::numbers::pi);
   } else {
     // 10000^(-k / (half - 1)), k = 0 .. half-1 (endpoint included); one frequency 1 when half = 1.
     const double denominator = std::max<double>(1.0, static_cast<double>(half - 1));
@@ -84,20 +84,31 @@ torch::Tensor ScoreMlpImpl::noise_embedding(const torch::Tensor& c_noise) const 
   return torch::cat({torch::cos(phase), torch::sin(phase)}, 1);
 }
 
+torch::Tensor class_indices(const torch::Tensor& label, std::int64_t n, Index classes, torch::Device device, const char* who) {
+  if (classes == 0) {
+    if (label.defined()) throw std::invalid_argument(fmt::format("{}: a label given to an unconditional network", who));
+    return {};
+  }
+  if (!label.defined()) return torch::full({n}, classes, torch::TensorOptions().dtype(torch::kInt64).device(device));
+  if (label.numel() != n) throw std::invalid_argument(fmt::format("{}: {} labels for {} rows", who, label.numel(), n));
+  return label.to(device, torch::kInt64).reshape({n});
+}
+
+ScoreNetwork make_network(const NetworkSpec& spec) {
+  if (spec.kind == "mlp") return std::make_shared<ScoreMlpImpl>(spec.architecture);
+  if (spec.kind == "unet") return std::make_shared<UnetImpl>(spec.unet);
+  throw std::invalid_argument(fmt::format("network kind '{}' (mlp | unet)", spec.kind));
+}
+
 torch::Tensor ScoreMlpImpl::forward(const torch::Tensor& x_in, const torch::Tensor& c_noise, const torch::Tensor& label) {
   const MlpArchitecture& a = architecture_;
   if (x_in.dim() != 2 || x_in.size(1) != a.dims)
     throw std::invalid_argument(fmt::format("ScoreMlp: input of shape {} (expected [N, {}])", fmt::join(x_in.sizes(), " x "), a.dims));
   const std::int64_t n = x_in.size(0);
   if (c_noise.numel() != n) throw std::invalid_argument("ScoreMlp: c_noise needs one value per row");
-  torch::Tensor embedding = noise_embedding(c_noise);
-  if (a.classes > 0) {
-    torch::Tensor classes = label.defined() ? label.to(x_in.device(), torch::kInt64).reshape({n})
-                                            : torch::full({n}, a.classes, torch::TensorOptions().dtype(torch::kInt64).device(x_in.device()));
-    embedding = embedding + class_embedding_->forward(classes);
-  } else if (label.defined()) {
-    throw std::invalid_argument("ScoreMlp: a label given to an unconditional network");
-  }
+  torch::Tensor embedding = noise_embedding(c_noise, a.embedding_dims, a.embedding, fourier_frequencies_);
+  if (a.classes > 0) embedding = embedding + class_embedding_->forward(class_indices(label, n, a.classes, x_in.device(), "ScoreMlp"));
+  else class_indices(label, n, 0, x_in.device(), "ScoreMlp");
   const torch::Tensor condition = embed_second_->forward(torch::silu(embed_first_->forward(embedding)));
   const torch::Tensor condition_act = torch::silu(condition);
   torch::Tensor h = input_->forward(x_in);
@@ -127,11 +138,11 @@ torch::Tensor edm_c_out(const NetworkSpec& spec, const torch::Tensor& alpha, con
   return (spec.sigma_data * sigma * torch::rsqrt(sigma * sigma + alpha * alpha * sd2)).reshape({-1, 1});
 }
 
-torch::Tensor conditioned_prediction(ScoreMlp& network, const NetworkSpec& spec, const torch::Tensor& x, const torch::Tensor& alpha,
+torch::Tensor conditioned_prediction(ScoreNetworkImpl& network, const NetworkSpec& spec, const torch::Tensor& x, const torch::Tensor& alpha,
                                      const torch::Tensor& sigma, const torch::Tensor& label) {
   const std::int64_t n = x.size(0);
   const torch::Tensor a = alpha.reshape({n}), s = sigma.reshape({n});
-  const torch::Tensor f = network->forward(network_c_in(spec, a, s) * x, network_c_noise(a, s), label);
+  const torch::Tensor f = network.forward(network_c_in(spec, a, s) * x, network_c_noise(a, s), label);
   if (spec.output != NetworkOutput::edm) return f;
   return edm_skip_on_x(spec, a, s) * x + edm_c_out(spec, a, s) * f;
 }
@@ -148,23 +159,43 @@ Parameterization native_parameterization(NetworkOutput output) {
   throw std::invalid_argument("native_parameterization: unknown output");
 }
 
-void write_network_archive(torch::serialize::OutputArchive& archive, const NetworkSpec& spec, ScoreMlp& network) {
-  const MlpArchitecture& a = spec.architecture;
+void write_network_archive(torch::serialize::OutputArchive& archive, const NetworkSpec& spec, ScoreNetworkImpl& network) {
   archive.write("format", c10::IValue(std::string(kFormat)));
   archive.write("version", c10::IValue(kVersion));
+  const auto integer = [](Index v) { return c10::IValue(static_cast<std::int64_t>(v)); };
   torch::serialize::OutputArchive s;
-  s.write("dims", c10::IValue(static_cast<std::int64_t>(a.dims)));
-  s.write("width", c10::IValue(static_cast<std::int64_t>(a.width)));
-  s.write("blocks", c10::IValue(static_cast<std::int64_t>(a.blocks)));
-  s.write("embedding_dims", c10::IValue(static_cast<std::int64_t>(a.embedding_dims)));
-  s.write("embedding", c10::IValue(a.embedding));
-  s.write("fourier_scale", c10::IValue(a.fourier_scale));
-  s.write("classes", c10::IValue(static_cast<std::int64_t>(a.classes)));
+  s.write("kind", c10::IValue(spec.kind));
+  if (spec.kind == "unet") {
+    const UnetArchitecture& a = spec.unet;
+    s.write("channels", integer(a.channels));
+    s.write("height", integer(a.height));
+    s.write("width", integer(a.width));
+    s.write("base_channels", integer(a.base_channels));
+    std::vector<std::int64_t> multipliers(a.channel_multipliers.begin(), a.channel_multipliers.end());
+    s.write("channel_multipliers", torch::tensor(multipliers, torch::kInt64));
+    s.write("blocks_per_level", integer(a.blocks_per_level));
+    s.write("attention", c10::IValue(a.attention));
+    s.write("attention_heads", integer(a.attention_heads));
+    s.write("groups", integer(a.groups));
+    s.write("embedding_dims", integer(a.embedding_dims));
+    s.write("embedding", c10::IValue(a.embedding));
+    s.write("fourier_scale", c10::IValue(a.fourier_scale));
+    s.write("classes", integer(a.classes));
+  } else {
+    const MlpArchitecture& a = spec.architecture;
+    s.write("dims", integer(a.dims));
+    s.write("width", integer(a.width));
+    s.write("blocks", integer(a.blocks));
+    s.write("embedding_dims", integer(a.embedding_dims));
+    s.write("embedding", c10::IValue(a.embedding));
+    s.write("fourier_scale", c10::IValue(a.fourier_scale));
+    s.write("classes", integer(a.classes));
+  }
   s.write("output", c10::IValue(std::string(to_string(spec.output))));
   s.write("sigma_data", c10::IValue(spec.sigma_data));
   archive.write("spec", s);
   torch::serialize::OutputArchive weights;
-  network->save(weights);
+  network.save(weights);
   archive.write("weights", weights);
 }
 
@@ -184,8 +215,9 @@ torch::serialize::InputArchive open_network_archive(const std::string& file, Net
                                          file, kFormat));
   try {
     archive.read("version", value);
-    if (value.toInt() != kVersion)
-      throw std::runtime_error(fmt::format("checkpoint version {} (this program reads version {})", value.toInt(), kVersion));
+    const std::int64_t version = value.toInt();
+    if (version < 1 || version > kVersion)
+      throw std::runtime_error(fmt::format("checkpoint version {} (this program reads versions 1 to {})", version, kVersion));
     torch::serialize::InputArchive s;
     archive.read("spec", s);
     const auto integer = [&](const char* key) {
@@ -200,6 +232,32 @@ torch::serialize::InputArchive open_network_archive(const std::string& file, Net
       s.read(key, value);
       return value.toStringRef();
     };
+    spec.kind = version >= 2 ? text("kind") : std::string("mlp");
+    if (spec.kind == "unet") {
+      UnetArchitecture& u = spec.unet;
+      u.channels = integer("channels");
+      u.height = integer("height");
+      u.width = integer("width");
+      u.base_channels = integer("base_channels");
+      torch::Tensor multipliers;
+      s.read("channel_multipliers", multipliers);
+      multipliers = multipliers.to(torch::kCPU, torch::kInt64).contiguous();
+      u.channel_multipliers.assign(multipliers.data_ptr<std::int64_t>(), multipliers.data_ptr<std::int64_t>() + multipliers.numel());
+      u.blocks_per_level = integer("blocks_per_level");
+      s.read("attention", value);
+      u.attention = value.toBool();
+      u.attention_heads = integer("attention_heads");
+      u.groups = integer("groups");
+      u.embedding_dims = integer("embedding_dims");
+      u.embedding = text("embedding");
+      u.fourier_scale = number("fourier_scale");
+      u.classes = integer("classes");
+      spec.output = network_output_from_string(text("output"));
+      spec.sigma_data = number("sigma_data");
+      if (const std::string problem = unet_architecture_problem(u); !problem.empty()) throw std::runtime_error("U-Net: " + problem);
+      return archive;
+    }
+    if (spec.kind != "mlp") throw std::runtime_error(fmt::format("network kind '{}' (mlp | unet)", spec.kind));
     MlpArchitecture& a = spec.architecture;
     a.dims = integer("dims");
     a.width = integer("width");
@@ -234,15 +292,15 @@ void save_archive_atomically(torch::serialize::OutputArchive& archive, const std
   }
 }
 
-void save_network(const std::string& file, const NetworkSpec& spec, ScoreMlp& network) {
+void save_network(const std::string& file, const NetworkSpec& spec, ScoreNetworkImpl& network) {
   torch::serialize::OutputArchive archive;
   write_network_archive(archive, spec, network);
   save_archive_atomically(archive, file);
 }
 
-ScoreMlp load_network(const std::string& file, NetworkSpec& spec) {
+ScoreNetwork load_network(const std::string& file, NetworkSpec& spec) {
   torch::serialize::InputArchive archive = open_network_archive(file, spec);
-  ScoreMlp network(spec.architecture);
+  ScoreNetwork network = make_network(spec);
   try {
     torch::serialize::InputArchive weights;
     archive.read("weights", weights);

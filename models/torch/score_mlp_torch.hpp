@@ -1,10 +1,12 @@
-// The residual MLP of models/network.hpp (MlpArchitecture) as a LibTorch module, its conditioning
+// The networks' common interface (ScoreNetworkImpl), the residual MLP of models/network.hpp
+// (MlpArchitecture) as a LibTorch module (the U-Net is models/torch/unet_torch.hpp), their conditioning
 // (c_in, c_noise and the output map of NetworkSpec) and its checkpoint files.
 //
 // Checkpoint layout (a torch::serialize archive, i.e. a zip file torch::load reads):
 //   format            "diffode-network" (a file without it is refused by name)
-//   version           1
-//   spec/...          the NetworkSpec: architecture, output, sigma_data
+//   version           2 (version 1, written before the U-Net, has no spec/kind and is read as an MLP)
+//   spec/...          the NetworkSpec: kind ("mlp" | "unet"), that architecture's sizes, output,
+//                     sigma_data
 //   weights/...       the sampling weights (the EMA weights when written by training)
 //   training/...      optional: what resuming needs (models/torch/training_torch.cpp): the raw
 //                     weights, AdamW's state, the step, the loss history and the settings that
@@ -21,19 +23,40 @@
 
 namespace diffode {
 
-// F(c_in x, c_noise, label): the raw network. `label` is an int64 [N] tensor of classes (the null
-// class is architecture.classes) or an undefined tensor for an unconditional network (a
-// class-conditional network then uses the null class for every row).
-class ScoreMlpImpl : public torch::nn::Module {
+// F(c_in x, c_noise, label): the raw network, whichever architecture (NetworkSpec::kind) it is. The
+// conditioning, training and checkpoints below work through this interface alone. `label` is an
+// int64 [N] tensor of classes (the null class is the architecture's `classes`) or an undefined
+// tensor for an unconditional network (a class-conditional network then uses the null class for
+// every row).
+class ScoreNetworkImpl : public torch::nn::Module {
+ public:
+  // x_in: [N, dims], c_noise: [N] (or [N, 1]), label: [N] int64 or undefined. Returns [N, dims].
+  virtual torch::Tensor forward(const torch::Tensor& x_in, const torch::Tensor& c_noise, const torch::Tensor& label = {}) = 0;
+};
+using ScoreNetwork = std::shared_ptr<ScoreNetworkImpl>;
+
+// The network of `spec` (kind "mlp" or "unet") with fresh weights (torch's global generator).
+ScoreNetwork make_network(const NetworkSpec& spec);
+
+// The noise embedding of c_noise [N] -> [N, dims] shared by the architectures: EDM's sinusoids
+// (`embedding` = "sinusoidal") or random Fourier features with the given frequencies [dims / 2].
+torch::Tensor noise_embedding(const torch::Tensor& c_noise, Index dims, const std::string& embedding, const torch::Tensor& fourier_frequencies);
+// The Fourier frequencies (N(0, scale^2), drawn from a generator of their own, not the global one
+// whose state the caller seeds for the weights): a module registers them as a buffer, so a loaded
+// network has the frequencies it was trained with.
+torch::Tensor fourier_frequencies(Index dims, double scale);
+// The class of each row as int64 [N] on `device`: `label`, or the null class `classes` when label
+// is undefined; throws when a label is given to an unconditional network.
+torch::Tensor class_indices(const torch::Tensor& label, std::int64_t n, Index classes, torch::Device device, const char* who);
+
+class ScoreMlpImpl : public ScoreNetworkImpl {
  public:
   explicit ScoreMlpImpl(const MlpArchitecture& architecture);
   // x_in: [N, dims], c_noise: [N] (or [N, 1]), label: [N] int64 or undefined. Returns [N, dims].
-  torch::Tensor forward(const torch::Tensor& x_in, const torch::Tensor& c_noise, const torch::Tensor& label = {});
+  torch::Tensor forward(const torch::Tensor& x_in, const torch::Tensor& c_noise, const torch::Tensor& label = {}) override;
   const MlpArchitecture& architecture() const { return architecture_; }
 
  private:
-  torch::Tensor noise_embedding(const torch::Tensor& c_noise) const;
-
   MlpArchitecture architecture_;
   torch::nn::Linear input_{nullptr}, output_{nullptr};
   torch::nn::Linear embed_first_{nullptr}, embed_second_{nullptr};  // embedding -> width conditioning
@@ -63,20 +86,34 @@ torch::Tensor edm_c_out(const NetworkSpec& spec, const torch::Tensor& alpha, con
 // The conditioned network: x (the process's variables) at levels (alpha, sigma) [N] -> the native
 // prediction of the spec: F read as spec.output, or, for `edm`, the denoiser D(x~; sigma~) (x0).
 // All tensors in the network's dtype and device.
-torch::Tensor conditioned_prediction(ScoreMlp& network, const NetworkSpec& spec, const torch::Tensor& x,
+torch::Tensor conditioned_prediction(ScoreNetworkImpl& network, const NetworkSpec& spec, const torch::Tensor& x,
                                      const torch::Tensor& alpha, const torch::Tensor& sigma, const torch::Tensor& label = {});
+inline torch::Tensor conditioned_prediction(const ScoreNetwork& network, const NetworkSpec& spec, const torch::Tensor& x,
+                                            const torch::Tensor& alpha, const torch::Tensor& sigma, const torch::Tensor& label = {}) {
+  return conditioned_prediction(*network, spec, x, alpha, sigma, label);
+}
+template <class Impl>
+torch::Tensor conditioned_prediction(torch::nn::ModuleHolder<Impl>& network, const NetworkSpec& spec, const torch::Tensor& x,
+                                     const torch::Tensor& alpha, const torch::Tensor& sigma, const torch::Tensor& label = {}) {
+  return conditioned_prediction(*network, spec, x, alpha, sigma, label);
+}
 
 // What conditioned_prediction outputs, as a Parameterization (edm: x0).
 Parameterization native_parameterization(NetworkOutput output);
 
 // A checkpoint: the spec, the weights used for sampling (the EMA weights when training kept them),
 // and, for resuming training, the training state (written and read by models/torch/training_torch.cpp).
-void save_network(const std::string& file, const NetworkSpec& spec, ScoreMlp& network);
+void save_network(const std::string& file, const NetworkSpec& spec, ScoreNetworkImpl& network);
+template <class Impl>
+void save_network(const std::string& file, const NetworkSpec& spec, torch::nn::ModuleHolder<Impl>& network) {
+  save_network(file, spec, *network);
+}
+inline void save_network(const std::string& file, const NetworkSpec& spec, const ScoreNetwork& network) { save_network(file, spec, *network); }
 // Throws std::runtime_error naming the file when it is missing or not a diffode checkpoint.
-ScoreMlp load_network(const std::string& file, NetworkSpec& spec);
+ScoreNetwork load_network(const std::string& file, NetworkSpec& spec);
 
 // The parts of a checkpoint, for training_torch.cpp (which adds its "training" archive).
-void write_network_archive(torch::serialize::OutputArchive& archive, const NetworkSpec& spec, ScoreMlp& network);
+void write_network_archive(torch::serialize::OutputArchive& archive, const NetworkSpec& spec, ScoreNetworkImpl& network);
 // Opens `file` as a diffode checkpoint (its tensors mapped to `device`) and reads its spec; throws
 // std::runtime_error naming the file.
 torch::serialize::InputArchive open_network_archive(const std::string& file, NetworkSpec& spec, torch::Device device = torch::kCPU);

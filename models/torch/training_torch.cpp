@@ -29,6 +29,7 @@
 #include "models/torch/score_mlp_torch.hpp"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <chrono>
 #include <cmath>
@@ -75,14 +76,22 @@ void check_spec(const TrainingSpec& spec) {
 // The settings a resumed run must share with the run it continues (the step count, checkpoint
 // cadence and file may change). Doubles in hexadecimal, so equality is exact.
 std::string resume_settings(const TrainingSpec& s) {
+  const std::string common = fmt::format(
+      "output={} sigma_data={:a} seed={} batch_size={} learning_rate={:a} weight_decay={:a} warmup_steps={} gradient_clip={:a} ema_decay={:a} "
+      "label_dropout={:a} p_mean={:a} p_std={:a} edm={} t_min={:a} t_max={:a} dtype={} device={} threads={}",
+      to_string(s.network.output), s.network.sigma_data, s.seed, s.batch_size, s.learning_rate, s.weight_decay, s.warmup_steps, s.gradient_clip,
+      s.ema_decay, s.label_dropout, s.p_mean, s.p_std, s.process.edm, s.process.t_min, s.process.t_max, s.dtype, s.device, s.threads);
+  if (s.network.kind == "unet") {
+    const UnetArchitecture& u = s.network.unet;
+    return fmt::format("kind=unet image={}x{}x{} base_channels={} channel_multipliers={} blocks_per_level={} attention={} attention_heads={} "
+                       "groups={} embedding_dims={} embedding={} fourier_scale={:a} classes={} {}",
+                       u.channels, u.height, u.width, u.base_channels, fmt::join(u.channel_multipliers, ","), u.blocks_per_level, u.attention,
+                       u.attention_heads, u.groups, u.embedding_dims, u.embedding, u.fourier_scale, u.classes, common);
+  }
+  // The MLP's string is that of the checkpoints written before the U-Net, which therefore still resume.
   const MlpArchitecture& a = s.network.architecture;
-  return fmt::format(
-      "dims={} width={} blocks={} embedding_dims={} embedding={} fourier_scale={:a} classes={} output={} sigma_data={:a} seed={} "
-      "batch_size={} learning_rate={:a} weight_decay={:a} warmup_steps={} gradient_clip={:a} ema_decay={:a} label_dropout={:a} "
-      "p_mean={:a} p_std={:a} edm={} t_min={:a} t_max={:a} dtype={} device={} threads={}",
-      a.dims, a.width, a.blocks, a.embedding_dims, a.embedding, a.fourier_scale, a.classes, to_string(s.network.output), s.network.sigma_data,
-      s.seed, s.batch_size, s.learning_rate, s.weight_decay, s.warmup_steps, s.gradient_clip, s.ema_decay, s.label_dropout, s.p_mean, s.p_std,
-      s.process.edm, s.process.t_min, s.process.t_max, s.dtype, s.device, s.threads);
+  return fmt::format("dims={} width={} blocks={} embedding_dims={} embedding={} fourier_scale={:a} classes={} {}", a.dims, a.width, a.blocks,
+                     a.embedding_dims, a.embedding, a.fourier_scale, a.classes, common);
 }
 
 // The first setting (space-separated key=value) where `a` and `b` differ, as "key: a vs b".
@@ -116,15 +125,15 @@ struct StepInputs {
 
 StepInputs draw_step(const TrainingSpec& spec, std::int64_t step) {
   const NetworkSpec& net = spec.network;
-  const MlpArchitecture& a = net.architecture;
+  const Index classes = net.classes();
   const TrainingBatch batch = spec.data(static_cast<std::uint64_t>(step));
   const std::int64_t n = batch.x0.rows(), d = batch.x0.cols();
-  if (n < 1 || d != a.dims)
-    throw std::invalid_argument(fmt::format("training: step {}'s data are {} x {}; the network takes {} dimensions", step, n, d, a.dims));
+  if (n < 1 || d != net.dims())
+    throw std::invalid_argument(fmt::format("training: step {}'s data are {} x {}; the network takes {} dimensions", step, n, d, net.dims()));
   if (!batch.x0.isFinite().all()) throw std::invalid_argument(fmt::format("training: step {}'s data hold non-finite values", step));
-  if (a.classes > 0 && static_cast<std::int64_t>(batch.labels.size()) != n)
+  if (classes > 0 && static_cast<std::int64_t>(batch.labels.size()) != n)
     throw std::invalid_argument("training: a class-conditional network needs one label per row of data");
-  if (a.classes == 0 && !batch.labels.empty()) throw std::invalid_argument("training: labels given to an unconditional network");
+  if (classes == 0 && !batch.labels.empty()) throw std::invalid_argument("training: labels given to an unconditional network");
 
   auto generator = at::make_generator<at::CPUGeneratorImpl>(step_seed(spec.seed, step));
   const auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
@@ -150,12 +159,12 @@ StepInputs draw_step(const TrainingSpec& spec, std::int64_t step) {
   }
   const torch::Tensor eps = torch::randn({n, d}, generator, f64);
   StepInputs in;
-  if (a.classes > 0) {
+  if (classes > 0) {
     const torch::Tensor dropped = torch::rand({n}, generator, f64) < spec.label_dropout;
     torch::Tensor labels = torch::tensor(batch.labels, torch::TensorOptions().dtype(torch::kInt64));
-    if ((labels < 0).any().item<bool>() || (labels >= a.classes).any().item<bool>())
-      throw std::invalid_argument(fmt::format("training: labels outside 0..{}", a.classes - 1));
-    in.labels = torch::where(dropped, torch::full_like(labels, a.classes), labels);
+    if ((labels < 0).any().item<bool>() || (labels >= classes).any().item<bool>())
+      throw std::invalid_argument(fmt::format("training: labels outside 0..{}", classes - 1));
+    in.labels = torch::where(dropped, torch::full_like(labels, classes), labels);
   }
   const torch::Tensor a2 = alpha.reshape({n, 1}), s2 = sigma.reshape({n, 1});
   in.x = a2 * x0 + s2 * eps;
@@ -181,14 +190,14 @@ struct Trainer {
   const TrainingSpec& spec;
   torch::Device device;
   torch::Dtype dtype;
-  ScoreMlp network, ema;
+  ScoreNetwork network, ema;
   std::unique_ptr<torch::optim::AdamW> optimizer;
   std::int64_t step = 0;
   std::vector<TrainingProgress> history;
   double seconds_before = 0;  // wall time of the runs this one continues
 
   Trainer(const TrainingSpec& s)
-      : spec(s), device(s.device), dtype(training_dtype(s.dtype)), network(s.network.architecture), ema(s.network.architecture) {
+      : spec(s), device(s.device), dtype(training_dtype(s.dtype)), network(make_network(s.network)), ema(make_network(s.network)) {
     network->to(device, dtype);
     ema->to(device, dtype);
     {
@@ -204,7 +213,7 @@ struct Trainer {
 
   void save(const std::string& file) {
     torch::serialize::OutputArchive archive;
-    write_network_archive(archive, spec.network, ema);
+    write_network_archive(archive, spec.network, *ema);
     torch::serialize::OutputArchive training;
     training.write("settings", c10::IValue(resume_settings(spec)));
     training.write("step", c10::IValue(step));

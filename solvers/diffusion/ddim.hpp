@@ -39,7 +39,7 @@ IntegrationStats sample_ddim(const Model& model, State& x, std::span<const doubl
   if (options.eta < 0.0) throw std::invalid_argument("sample_ddim: eta must be >= 0");
   if (options.eta > 0.0 && noise == nullptr) throw std::invalid_argument("sample_ddim: eta > 0 needs a noise source");
   SamplerRun run(model, observer);
-  State denoised, z;
+  State denoised;
   for (std::size_t i = 0; i + 1 < sigmas.size(); ++i) {
     const double sigma = sigmas[i], sigma_next = sigmas[i + 1];
     run.denoise(x, sigma, denoised);
@@ -48,8 +48,7 @@ IntegrationStats sample_ddim(const Model& model, State& x, std::span<const doubl
     const double ratio = sigma_down / sigma;
     Ops::update(x, denoised, ratio, {{1.0, x}, {-1.0, denoised}});
     if (sigma_up > 0.0) {  // eq. 12's sigma_t z
-      noise->normal(i, sigma, sigma_next, x, z);
-      Ops::update(x, x, options.s_noise * sigma_up, {{1.0, z}});
+      noise->add(i, sigma, sigma_next, x, options.s_noise * sigma_up);
     }
     if (!run.finish_step(i, sigma_next, sigma_next - sigma, x)) break;
   }

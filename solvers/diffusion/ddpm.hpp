@@ -43,7 +43,7 @@ IntegrationStats sample_ddpm(const Model& model, State& x, std::span<const doubl
   check_sigmas(sigmas);
   if (noise == nullptr) throw std::invalid_argument("sample_ddpm: needs a noise source");
   SamplerRun run(model, observer);
-  State denoised, z;
+  State denoised;
   for (std::size_t i = 0; i + 1 < sigmas.size(); ++i) {
     const double sigma = sigmas[i], sigma_next = sigmas[i + 1];
     run.denoise(x, sigma, denoised);
@@ -52,8 +52,7 @@ IntegrationStats sample_ddpm(const Model& model, State& x, std::span<const doubl
     Ops::update(x, denoised, ratio, {{1.0, x}, {-1.0, denoised}});
     const double variance = ddpm_step_variance(sigma, sigma_next, options.variance);
     if (variance > 0.0) {
-      noise->normal(i, sigma, sigma_next, x, z);
-      Ops::update(x, x, std::sqrt(variance), {{1.0, z}});
+      noise->add(i, sigma, sigma_next, x, std::sqrt(variance));
     }
     if (!run.finish_step(i, sigma_next, sigma_next - sigma, x)) break;
   }

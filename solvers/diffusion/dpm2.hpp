@@ -73,7 +73,7 @@ IntegrationStats sample_dpm_2_ancestral(const Model& model, State& x, std::span<
   check_sigmas(sigmas);
   detail::check_ancestral(options, noise != nullptr, "sample_dpm_2_ancestral");
   SamplerRun run(model, observer);
-  State denoised, d, x_2, d_2, z;
+  State denoised, d, x_2, d_2;
   for (std::size_t i = 0; i + 1 < sigmas.size(); ++i) {
     const double sigma = sigmas[i], sigma_next = sigmas[i + 1];
     run.denoise(x, sigma, denoised);
@@ -84,8 +84,7 @@ IntegrationStats sample_dpm_2_ancestral(const Model& model, State& x, std::span<
     else
       detail::dpm_2_step(run, x, sigma, sigma_down, d, x_2, denoised, d_2);
     if (sigma_up > 0.0) {
-      noise->normal(i, sigma, sigma_next, x, z);
-      Ops::update(x, x, options.s_noise * sigma_up, {{1.0, z}});
+      noise->add(i, sigma, sigma_next, x, options.s_noise * sigma_up);
     }
     if (!run.finish_step(i, sigma_next, sigma_next - sigma, x)) break;
   }

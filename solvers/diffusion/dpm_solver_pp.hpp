@@ -53,7 +53,7 @@ IntegrationStats sample_dpmpp_2s(const Model& model, State& x, std::span<const d
   if (options.eta != 0.0 && noise == nullptr) throw std::invalid_argument("sample_dpmpp_2s: eta > 0 needs a noise source");
   if (!(options.r > 0.0 && options.r <= 1.0)) throw std::invalid_argument("sample_dpmpp_2s: r must lie in (0, 1]");
   SamplerRun run(model, observer);
-  State denoised, denoised_1, u, z;
+  State denoised, denoised_1, u;
   for (std::size_t i = 0; i + 1 < sigmas.size(); ++i) {
     run.denoise(x, sigmas[i], denoised);
     const auto [sigma_down, sigma_up] = ancestral_step(sigmas[i], sigmas[i + 1], options.eta);
@@ -72,8 +72,7 @@ IntegrationStats sample_dpmpp_2s(const Model& model, State& x, std::span<const d
       Ops::update(x, x, h * phi1(-h), {{1.0 - c, denoised}, {c, denoised_1}});
     }
     if (sigmas[i + 1] > 0.0 && sigma_up > 0.0) {
-      noise->normal(i, sigmas[i], sigmas[i + 1], x, z);
-      Ops::update(x, x, options.s_noise * sigma_up, {{1.0, z}});
+      noise->add(i, sigmas[i], sigmas[i + 1], x, options.s_noise * sigma_up);
     }
     if (!run.finish_step(i, sigmas[i + 1], sigmas[i + 1] - sigmas[i], x)) break;
   }
@@ -117,13 +116,14 @@ struct DpmppHistory {
   double lambda0 = 0, lambda1 = 0, lambda2 = 0;
   int size = 0;
 
-  // Make room for a new newest value: d2 <- d1 <- d0 (swaps: no copies).
-  void shift() {
-    std::swap(d2, d1);
+  // Make room for a new newest value: d2 <- d1 <- d0 (swaps: no copies). A method of order <= 2
+  // keeps `slots` = 2 values: d1 <- d0 only, and d2 is never allocated (one state less).
+  void shift(int slots = 3) {
+    if (slots >= 3) std::swap(d2, d1);
     std::swap(d1, d0);
     lambda2 = lambda1;
     lambda1 = lambda0;
-    size = std::min(size + 1, 3);
+    size = std::min(size + 1, std::min(slots, 3));
   }
 };
 
@@ -164,20 +164,19 @@ IntegrationStats sample_dpmpp_multistep(int max_order, const Model& model, State
   check_sigmas(sigmas);
   SamplerRun run(model, observer);
   DpmppHistory<State> hist;
-  State next;
   const std::size_t steps = sigmas.size() - 1;
   // The authors' rule counts the steps to a positive sigma~ only: a last step to sigma~ = 0 is their
   // denoise_to_zero, taken after those steps (and first order whatever the rule).
   const std::size_t positive = sigmas.back() == 0.0 ? steps - 1 : steps;
   const bool lower_final = static_cast<long>(positive) < options.lower_order_final_below;
   for (std::size_t i = 0; i < steps; ++i) {
-    hist.shift();
+    hist.shift(max_order);
     run.denoise(x, sigmas[i], hist.d0);
     hist.lambda0 = lambda_of_sigma(sigmas[i]);
     int order = std::min(max_order, hist.size);  // warm-up: as many values as the history holds
     if (lower_final && i < positive) order = std::min(order, static_cast<int>(positive - i));
-    dpmpp_multistep_update(order, options.form, hist, x, sigmas[i], sigmas[i + 1], next);
-    std::swap(x, next);  // the buffers trade places; no copy
+    // In place: combine() reads each element before it writes it, so x needs no second buffer.
+    dpmpp_multistep_update(order, options.form, hist, x, sigmas[i], sigmas[i + 1], x);
     if (!run.finish_step(i, sigmas[i + 1], sigmas[i + 1] - sigmas[i], x)) break;
   }
   return run.stats;
@@ -210,7 +209,7 @@ IntegrationStats sample_dpmpp_3m(const Model& model, State& x, std::span<const d
 // 3M SDE correction: h_eta [phi_2(-h_eta) D1 + phi_3(-h_eta) D2] with D1, D2 as in 3M (the r's are
 // ratios of h, not h_eta); its second step uses 'heun''s h_eta phi_2 D1 (k-diffusion), so 3M SDE
 // with eta = 0 differs from 3M (whose second step is the midpoint form) at that one step.
-// The noise of step i, sigma_s -> sigma_t, is noise->normal(i, sigma_s, sigma_t); a step to sigma~ = 0 returns D.
+// The noise of step i, sigma_s -> sigma_t, is noise->add(i, sigma_s, sigma_t, x, .); a step to sigma~ = 0 returns D.
 enum class DpmSolverPPSdeType { midpoint, heun };
 
 struct DpmSolverPPSdeOptions {
@@ -232,33 +231,32 @@ IntegrationStats sample_dpmpp_sde_multistep(const char* name, const Model& model
   if (options.eta < 0.0) throw std::invalid_argument(fmt::format("{}: eta must be >= 0", name));
   SamplerRun run(model, observer);
   DpmppHistory<State> hist;
-  State z;
   double h1 = 0.0, h2 = 0.0;  // the previous two step sizes in lambda
   for (std::size_t i = 0; i + 1 < sigmas.size(); ++i) {
-    hist.shift();
+    hist.shift(MaxOrder);
     run.denoise(x, sigmas[i], hist.d0);
     if (sigmas[i + 1] == 0.0) {
       Ops::assign(x, hist.d0);  // the denoising step
     } else {
       const double h = lambda_of_sigma(sigmas[i + 1]) - lambda_of_sigma(sigmas[i]), h_eta = (1.0 + options.eta) * h;
       const double p1 = phi1(-h_eta), p2 = phi2(-h_eta);
-      Ops::scale(x, sigmas[i + 1] / sigmas[i] * std::exp(-options.eta * h), x);
+      // x <- (sigma_t/sigma_s) e^{-eta h} x + h_eta [...]: the scale and the update in one pass.
+      const double ratio = sigmas[i + 1] / sigmas[i] * std::exp(-options.eta * h);
       const int order = std::min(MaxOrder, hist.size);
       if (order == 1) {
-        Ops::update(x, x, h_eta * p1, {{1.0, hist.d0}});
+        scale_then_update(x, ratio, h_eta * p1, {{1.0, hist.d0}});
       } else if (order == 2) {
         const double r = h1 / h;  // D1 = (D_0 - D_1)/r
         const double c = (MaxOrder == 2 && options.solver_type == DpmSolverPPSdeType::midpoint ? 0.5 * p1 : p2) / r;
-        Ops::update(x, x, h_eta, {{p1 + c, hist.d0}, {-c, hist.d1}});
+        scale_then_update(x, ratio, h_eta, {{p1 + c, hist.d0}, {-c, hist.d1}});
       } else {
         const double r0 = h1 / h, r1 = h2 / h, s = r0 + r1;
         const double p3 = (options.form == DpmSolverPP3MForm::third_order ? 2.0 : 1.0) * phi3(-h_eta);
         const double a0 = p2 * (1.0 + r0 / s) + p3 / s, a1 = -(p2 * r0 / s + p3 / s);
-        Ops::update(x, x, h_eta, {{p1 + a0 / r0, hist.d0}, {-a0 / r0 + a1 / r1, hist.d1}, {-a1 / r1, hist.d2}});
+        scale_then_update(x, ratio, h_eta, {{p1 + a0 / r0, hist.d0}, {-a0 / r0 + a1 / r1, hist.d1}, {-a1 / r1, hist.d2}});
       }
       if (options.eta != 0.0) {
-        noise->normal(i, sigmas[i], sigmas[i + 1], x, z);
-        Ops::update(x, x, sigmas[i + 1] * std::sqrt(-std::expm1(-2.0 * options.eta * h)) * options.s_noise, {{1.0, z}});
+        noise->add(i, sigmas[i], sigmas[i + 1], x, sigmas[i + 1] * std::sqrt(-std::expm1(-2.0 * options.eta * h)) * options.s_noise);
       }
       h2 = h1;
       h1 = h;

@@ -39,16 +39,14 @@ IntegrationStats sample_euler_ancestral(const Model& model, State& x, std::span<
   check_sigmas(sigmas);
   detail::check_ancestral(options, noise != nullptr, "sample_euler_ancestral");
   SamplerRun run(model, observer);
-  State denoised, d, z;
+  State denoised, d;
   for (std::size_t i = 0; i + 1 < sigmas.size(); ++i) {
     const double sigma = sigmas[i], sigma_next = sigmas[i + 1];
     run.denoise(x, sigma, denoised);
     const auto [sigma_down, sigma_up] = ancestral_step(sigma, sigma_next, options.eta);
-    karras_derivative(x, sigma, denoised, d);
-    Ops::update(x, x, sigma_down - sigma, {{1.0, d}});
+    karras_euler_step(x, sigma, denoised, sigma_down - sigma, d);
     if (sigma_up > 0.0) {  // zero at sigma_next = 0 and for eta = 0: no noise is drawn then
-      noise->normal(i, sigma, sigma_next, x, z);
-      Ops::update(x, x, options.s_noise * sigma_up, {{1.0, z}});
+      noise->add(i, sigma, sigma_next, x, options.s_noise * sigma_up);
     }
     if (!run.finish_step(i, sigma_next, sigma_next - sigma, x)) break;
   }

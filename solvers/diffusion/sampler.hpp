@@ -15,9 +15,12 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
+#include <initializer_list>
 #include <limits>
 #include <optional>
+#include <type_traits>
 #include <utility>
 #include <span>
 #include <stdexcept>
@@ -42,6 +45,58 @@ template <class State>
 void karras_derivative(const State& x, double sigma, const State& denoised, State& d) {
   StateOps<State>::update(d, x, -1.0, {{1.0, denoised}});  // x - denoised
   StateOps<State>::scale(d, 1.0 / sigma, d);
+}
+
+// x <- x + h (x - denoised) / sigma: an Euler step of the PF-ODE, karras_derivative() then
+// StateOps::update(x, x, h, {{1.0, d}}), with their roundings. For a Batch it is one pass and no
+// derivative array; any other state goes through `d`.
+template <class State>
+void karras_euler_step(State& x, double sigma, const State& denoised, double h, State& d) {
+  if constexpr (std::is_same_v<State, Batch>) {
+    if (denoised.rows() != x.rows() || denoised.cols() != x.cols()) throw std::invalid_argument("karras_euler_step: shapes differ");
+    const double inv_sigma = 1.0 / sigma, minus_one = -1.0 * 1.0, c = h * 1.0;
+    double* xv = x.data();
+    const double* dv = denoised.data();
+    for (Index e = 0; e < x.size(); ++e) {
+      double a = 0.0;  // update(d, x, -1, {{1, D}}): x + (0 + (-1) D)
+      a += minus_one * dv[e];
+      const double deriv = inv_sigma * (xv[e] + a);  // scale(d, 1/sigma, d)
+      double b = 0.0;                                // update(x, x, h, {{1, d}})
+      b += c * deriv;
+      xv[e] = xv[e] + b;
+    }
+  } else {
+    karras_derivative(x, sigma, denoised, d);
+    StateOps<State>::update(x, x, h, {{1.0, d}});
+  }
+}
+
+// x <- f x + h sum_j c_j k_j: StateOps::scale(x, f, x) then StateOps::update(x, x, h, terms), with
+// their roundings; one pass for a Batch.
+template <class State>
+void scale_then_update(State& x, double f, double h, std::initializer_list<Term<State>> terms) {
+  if constexpr (std::is_same_v<State, Batch>) {
+    constexpr std::size_t kMax = 4;
+    if (terms.size() > kMax) throw std::invalid_argument("scale_then_update: at most 4 terms");
+    const double* kv[kMax];
+    double c[kMax];
+    std::size_t m = 0;
+    for (const auto& t : terms) {
+      if (t.value.rows() != x.rows() || t.value.cols() != x.cols()) throw std::invalid_argument("scale_then_update: shapes differ");
+      kv[m] = t.value.data();
+      c[m++] = h * t.coeff;
+    }
+    double* xv = x.data();
+    for (Index e = 0; e < x.size(); ++e) {
+      const double scaled = f * xv[e];
+      double acc = 0.0;
+      for (std::size_t q = 0; q < m; ++q) acc += c[q] * kv[q][e];
+      xv[e] = scaled + acc;
+    }
+  } else {
+    StateOps<State>::scale(x, f, x);
+    StateOps<State>::update(x, x, h, terms);
+  }
 }
 
 // The ancestral split of a step sigma_from -> sigma_to (k-diffusion's get_ancestral_step; DDIM's
@@ -86,6 +141,11 @@ class SigmaNoise {
   // out ~ N(0, I), shaped like `like`, for step `step` (0-based) of the grid, sigma -> sigma_next.
   void normal(std::size_t step, double sigma, double sigma_next, const State& like, State& out) const {
     if (kind_ == NoiseKind::per_step) {
+      if constexpr (std::is_same_v<State, Batch>) {  // straight into out: no copy through host_
+        out.resize(like.rows(), dims_);
+        normals_.fill(step, first_sample_, out);
+        return;
+      }
       host_.resize(StateOps<State>::samples(like), dims_);
       normals_.fill(step, first_sample_, host_);
     } else {
@@ -93,6 +153,38 @@ class SigmaNoise {
     }
     decltype(auto) noise = StateOps<State>::from_host(host_, like);
     StateOps<State>::assign(out, noise);
+  }
+  // x <- x + scale z, z = normal(step, sigma, sigma_next, x, .): the same bits as normal() followed
+  // by StateOps::update(x, x, scale, {{1.0, z}}), which is what every ancestral sampler does with
+  // its noise. For a Batch and per-step noise the normals are drawn and added a few rows at a time
+  // (StepNormals keys each value by its sample, so a chunk's rows are the rows of a whole fill):
+  // no state-sized noise array, and the noise is added while it is still in L1.
+  void add(std::size_t step, double sigma, double sigma_next, State& x, double scale) const {
+    if constexpr (std::is_same_v<State, Batch>) {
+      if (kind_ == NoiseKind::per_step) {
+        const Index rows = x.rows(), dims = x.cols();
+        if (dims != dims_) throw std::invalid_argument(fmt::format("SigmaNoise: the state has {} columns, the noise {} dims", dims, dims_));
+        const Index chunk = std::max<Index>(1, kChunkElements / std::max<Index>(dims, 1));
+        host_.resize(std::min(chunk, rows), dims);
+        for (Index r0 = 0; r0 < rows; r0 += chunk) {
+          const Index n = std::min(chunk, rows - r0);
+          if (host_.rows() != n) host_.resize(n, dims);
+          normals_.fill(step, first_sample_ + r0, host_);
+          double* xv = x.data() + r0 * dims;
+          const double* zv = host_.data();
+          // StateOps<Batch>::update's arithmetic for one term: acc = 0 + (scale * 1) z; x + acc.
+          const double c = scale * 1.0;
+          for (Index e = 0; e < n * dims; ++e) {
+            double acc = 0.0;
+            acc += c * zv[e];
+            xv[e] = xv[e] + acc;
+          }
+        }
+        return;
+      }
+    }
+    normal(step, sigma, sigma_next, x, z_);
+    StateOps<State>::update(x, x, scale, {{1.0, z_}});
   }
   // The Brownian kind only: the noise of the interval, whatever step it is.
   void normal(double sigma, double sigma_next, const State& like, State& out) const {
@@ -123,12 +215,15 @@ class SigmaNoise {
     host_ = (w_end_ - w_start_) / std::sqrt(std::abs(sigma_next - sigma));
   }
 
+  static constexpr Index kChunkElements = 2048;  // normals drawn per chunk by add(): 16 KiB
+
   NoiseKind kind_;
   mutable std::optional<BrownianInterval> interval_;
   StepNormals normals_;
   Index dims_;
   Index first_sample_;
   mutable Batch host_, w_start_, w_end_;
+  mutable State z_;  // add()'s noise where it is not drawn by chunks
   mutable double cached_sigma_ = std::numeric_limits<double>::quiet_NaN();
 };
 

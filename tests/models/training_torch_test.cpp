@@ -69,7 +69,7 @@ TrainingSpec tiny_spec() {
   return s;
 }
 
-std::vector<torch::Tensor> parameters_of(ScoreMlp& m) { return m->parameters(); }
+std::vector<torch::Tensor> parameters_of(const ScoreNetwork& m) { return m->parameters(); }
 
 // The raw (not averaged) weights a checkpoint keeps for resuming.
 std::vector<torch::Tensor> raw_weights(const std::string& file, const MlpArchitecture& architecture) {
@@ -120,8 +120,8 @@ TEST(Training, ResumeAfterStopEqualsTheUninterruptedRunBitwise) {
   expect_same_history(whole.history, resumed.history);
 
   NetworkSpec spec_a, spec_b;
-  ScoreMlp ema_a = load_network(straight.checkpoint_file, spec_a);
-  ScoreMlp ema_b = load_network(rest.checkpoint_file, spec_b);
+  ScoreNetwork ema_a = load_network(straight.checkpoint_file, spec_a);
+  ScoreNetwork ema_b = load_network(rest.checkpoint_file, spec_b);
   expect_bitwise_equal(parameters_of(ema_a), parameters_of(ema_b), "EMA weights");
   expect_bitwise_equal(raw_weights(straight.checkpoint_file, straight.network.architecture),
                        raw_weights(rest.checkpoint_file, rest.network.architecture), "raw weights");
@@ -147,8 +147,8 @@ TEST(Training, TwentyStepsThenResumeForTwentyEqualsFortyStraight) {
   const TrainingOutcome resumed = train_network(rest, {}, {});
   expect_same_history(whole.history, resumed.history);
   NetworkSpec spec_a, spec_b;
-  ScoreMlp ema_a = load_network(straight.checkpoint_file, spec_a);
-  ScoreMlp ema_b = load_network(rest.checkpoint_file, spec_b);
+  ScoreNetwork ema_a = load_network(straight.checkpoint_file, spec_a);
+  ScoreNetwork ema_b = load_network(rest.checkpoint_file, spec_b);
   expect_bitwise_equal(parameters_of(ema_a), parameters_of(ema_b), "EMA weights");
   expect_bitwise_equal(raw_weights(straight.checkpoint_file, straight.network.architecture),
                        raw_weights(rest.checkpoint_file, rest.network.architecture), "raw weights");
@@ -204,7 +204,7 @@ TEST(Training, EveryOutputLearnsTheRingsDenoiser) {
     EXPECT_LT(mean_loss(out.history, 350, 400), mean_loss(out.history, 0, 50)) << name;
 
     NetworkSpec spec;
-    ScoreMlp net = load_network(s.checkpoint_file, spec);
+    ScoreNetwork net = load_network(s.checkpoint_file, spec);
     net->to(torch::kFloat64);
     const double t = c.process->t_of_scaled_sigma(1.0);
     const double a = c.process->alpha(t), sg = c.process->sigma(t), da = c.process->d_alpha(t), ds = c.process->d_sigma(t);
@@ -278,7 +278,7 @@ TEST(ScoreMlp, CheckpointRoundTripAndRefusals) {
   const std::string file = (dir / "net.pt").string();
   save_network(file, spec, net);
   NetworkSpec read;
-  ScoreMlp loaded = load_network(file, read);
+  ScoreNetwork loaded = load_network(file, read);
   EXPECT_EQ(read.architecture.width, 8);
   EXPECT_EQ(read.architecture.embedding, "fourier");
   EXPECT_EQ(read.architecture.fourier_scale, 4.0);
@@ -338,7 +338,7 @@ TEST(Training, TrainedDenoiserApproachesTheExactMixtureAtMidNoise) {
   s.checkpoint_file = (dir / "ring.pt").string();
   train_network(s, {}, {});
   NetworkSpec spec;
-  ScoreMlp net = load_network(s.checkpoint_file, spec);
+  ScoreNetwork net = load_network(s.checkpoint_file, spec);
   net->to(torch::kFloat64);
 
   const GaussianMixture ring = GaussianMixture::ring();

@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <thread>
 #include <vector>
@@ -87,6 +88,42 @@ TEST(StepNormals, FillEqualsElementwiseValues) {
     normals.fill(12, 1000, z);
     for (Index r = 0; r < z.rows(); ++r)
       for (Index d = 0; d < dims; ++d) ASSERT_EQ(z(r, d), normals.at(12, 1000 + r, d)) << "dims " << dims << " row " << r << " dim " << d;
+  }
+}
+
+// Every instruction-set kernel the CPU runs gives the baseline's bits (Philox is integer arithmetic;
+// the transform's IEEE operations are the same, in the same order, at any vector width).
+TEST(StepNormals, EveryInstructionSetGivesTheBaselineBits) {
+  std::mt19937_64 rng(12);
+  std::uint32_t c2[256], c3[256];
+  for (int i = 0; i < 256; ++i) {
+    c2[i] = static_cast<std::uint32_t>(rng());
+    c3[i] = static_cast<std::uint32_t>(rng());
+  }
+  c2[0] = c3[0] = 0;  // u1 = 1 - 0: log exactly 0
+  c2[1] = c3[1] = 0xFFFFFFFFu;
+  for (const int n : {1, 3, 255, 256}) {
+    double base_c[256], base_s[256];
+    detail::normal_pairs(detail::NoiseIsa::baseline, 99, 5, 0x80000000u, c2, c3, n, base_c, base_s);
+    for (const auto isa : {detail::NoiseIsa::avx2, detail::NoiseIsa::avx512}) {
+      if (!detail::noise_isa_supported(isa)) continue;
+      double zc[256], zs[256];
+      detail::normal_pairs(isa, 99, 5, 0x80000000u, c2, c3, n, zc, zs);
+      EXPECT_EQ(std::memcmp(zc, base_c, sizeof(double) * n), 0) << "isa " << static_cast<int>(isa) << ", n " << n;
+      EXPECT_EQ(std::memcmp(zs, base_s, sizeof(double) * n), 0) << "isa " << static_cast<int>(isa) << ", n " << n;
+    }
+  }
+  // And through fill(), odd dims and a short last block included.
+  Batch base(37, 13);
+  StepNormals normals(8, 3);
+  normals.set_isa(detail::NoiseIsa::baseline);
+  normals.fill(4, 100, base);
+  for (const auto isa : {detail::NoiseIsa::avx2, detail::NoiseIsa::avx512, detail::NoiseIsa::automatic}) {
+    if (isa != detail::NoiseIsa::automatic && !detail::noise_isa_supported(isa)) continue;
+    normals.set_isa(isa);
+    Batch other(37, 13);
+    normals.fill(4, 100, other);
+    EXPECT_EQ(std::memcmp(other.data(), base.data(), sizeof(double) * static_cast<std::size_t>(base.size())), 0) << static_cast<int>(isa);
   }
 }
 
