@@ -6,8 +6,8 @@
 Reads the sweep's runs (each run's resolved config gives its guidance scale), plots the Frechet
 distance on the classifier's features (fd_fmnist_classifier) and the class accuracy against NFE, one
 line per sampler and one column per guidance scale, and prints a Markdown table. --train-test and
---floor draw the train-vs-test distance and the distance of a test subset of the run's size to the
-whole test set as horizontal lines (measured with diffode fd; see results/fd_vs_nfe.md).
+--floor draw the train-vs-test distance and the distance of a train subset of the run's size to the
+whole test set (what a perfect model scores at that count) as horizontal lines (measured with diffode fd; see results/fd_vs_nfe.md).
 """
 import argparse
 import tomllib
@@ -17,6 +17,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 
 
 def text(value):
@@ -53,7 +54,8 @@ def main():
     p.add_argument("--floor", type=float)
     o = p.parse_args()
     rs = [r for r in runs(o.sweep, o.column) if r["status"] == "ok"]
-    scales = sorted({r["scale"] for r in rs})
+    # A column per guidance scale swept along NFE; scales with single runs are in the table only.
+    scales = sorted({r["scale"] for r in rs if len({q["nfe"] for q in rs if q["scale"] == r["scale"] and q["sampler"] == r["sampler"]}) > 1})
     samplers = sorted({r["sampler"] for r in rs})
     fig, axes = plt.subplots(2, len(scales), figsize=(5.2 * len(scales), 7.5), squeeze=False, sharex=True)
     for j, w in enumerate(scales):
@@ -67,7 +69,7 @@ def main():
         if o.train_test is not None:
             axes[0][j].axhline(o.train_test, color="k", ls="--", lw=1, label="train vs test (full sets)")
         if o.floor is not None:
-            axes[0][j].axhline(o.floor, color="gray", ls=":", lw=1, label="test subset of the run's size vs test")
+            axes[0][j].axhline(o.floor, color="gray", ls=":", lw=1, label="data (train) subset of the run's size vs test")
         axes[0][j].set_title(f"guidance w = {w:g}  ((1+w) D_c - w D_null)")
         axes[0][j].set_xscale("log")
         axes[0][j].set_yscale("log")
@@ -79,6 +81,9 @@ def main():
         axes[1][j].set_xlabel("NFE (denoiser evaluations per sample)")
         for ax in (axes[0][j], axes[1][j]):
             ax.grid(True, which="both", alpha=0.3)
+            ax.set_xticks([10, 20, 50])
+            ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     axes[0][0].legend(fontsize=8)
     n = rs[0]["samples"] if rs else 0
     fig.suptitle(f"Fashion-MNIST U-Net: Frechet distance (classifier features) and class accuracy vs NFE, {n} samples per run")
