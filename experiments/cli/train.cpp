@@ -96,13 +96,8 @@ int run_train_command(const std::filesystem::path& config_path, const Provenance
     std::cerr << "diffode train: " << e.what() << "\n";
     return 2;
   }
-  const NetworkBackend* backend = nullptr;
-  try {
-    backend = &network_backend();
-  } catch (const std::exception& e) {
-    std::cerr << "diffode train: " << e.what() << "\n";
-    return 2;
-  }
+  const NetworkBackend* backend = training_backend();
+  if (!backend) return 2;
   const Provenance provenance = provenance_source();
   run.spec.threads = std::max(1, options.threads);
   std::cout << fmt::format("training a {} under {} on {}: {} steps of {} rows{}\n", describe_network(run.spec), run.process->name(),

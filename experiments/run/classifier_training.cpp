@@ -202,13 +202,8 @@ int run_classifier_train_command(const std::filesystem::path& config_path, const
     std::cerr << "diffode train: " << e.what() << "\n";
     return 2;
   }
-  const NetworkBackend* backend = nullptr;
-  try {
-    backend = &network_backend();
-  } catch (const std::exception& e) {
-    std::cerr << "diffode train: " << e.what() << "\n";
-    return 2;
-  }
+  const NetworkBackend* backend = training_backend();
+  if (!backend) return 2;
   const Provenance provenance = provenance_source();
   run.spec.threads = std::max(1, options.threads);
   std::cout << fmt::format("training a {} on {}: {} steps of {} images{}\n", describe(run.spec.architecture), run.data_description, run.spec.steps,

@@ -2,6 +2,7 @@
 
 #include "core/splitmix.hpp"
 #include "experiments/run/hdf5_file.hpp"
+#include "experiments/run/networks.hpp"
 #include "experiments/run/output.hpp"
 #include "experiments/run/readers.hpp"
 #include "models/fashion_mnist.hpp"
@@ -367,6 +368,15 @@ double recent_loss(const std::vector<TrainingProgress>& h, std::size_t window) {
   double sum = 0;
   for (std::size_t i = begin; i < h.size(); ++i) sum += h[i].loss;
   return sum / static_cast<double>(h.size() - begin);
+}
+
+const NetworkBackend* training_backend() {
+  try {
+    return &network_backend();
+  } catch (const std::exception& e) {
+    std::cerr << "diffode train: " << e.what() << "\n";
+    return nullptr;
+  }
 }
 
 int train_interruptibly(const std::function<TrainingOutcome(const std::function<bool()>& stop)>& train, const std::function<void()>& done,

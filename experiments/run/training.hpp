@@ -27,6 +27,10 @@ const TableSchema& training_output_schema();
 // The mean loss of the last `window` steps of `h` (fewer at the start; NaN for none).
 double recent_loss(const std::vector<TrainingProgress>& h, std::size_t window = 100);
 
+// The network backend that trains; nullptr after printing why there is none ("diffode train: ...",
+// for exit code 2).
+const NetworkBackend* training_backend();
+
 // Runs one training (a backend's train or train_classifier, given its stop callback) with ^C
 // caught: the first ^C makes the stop callback true, so that training writes its checkpoint and
 // returns; a second ends the process at once (the checkpoint stays whole). `done` runs as training

@@ -1,7 +1,8 @@
 // The step loop shared by the score-network and classifier trainers (LibTorch only): the device,
 // thread and determinism set-up, seeding before the trainer builds its initial weights, resuming,
 // and the loop itself (stop polling, learning rate, step, history, divergence check, a checkpoint
-// every N steps and a final one). One copy, so that both trainers resume and checkpoint alike.
+// every N steps and a final one), and the loss history a checkpoint keeps. One copy, so that both
+// trainers resume and checkpoint alike.
 #pragma once
 
 #include "models/network.hpp"
@@ -10,13 +11,46 @@
 #include <torch/torch.h>
 
 #include <chrono>
+#include <cstdint>
 #include <cmath>
 #include <functional>
 #include <stdexcept>
 #include <string>
 #include <utility>
+#include <vector>
 
 namespace diffode {
+
+// The loss history in a checkpoint's "training" archive: float64 tensors loss, learning_rate and
+// seconds of one entry per step, so that a resumed run's history goes on from where it stopped.
+inline void write_history_tensors(torch::serialize::OutputArchive& training, const std::vector<TrainingProgress>& history) {
+  std::vector<double> loss, lr, seconds;
+  for (const TrainingProgress& p : history) loss.push_back(p.loss), lr.push_back(p.learning_rate), seconds.push_back(p.seconds);
+  const auto n = static_cast<std::int64_t>(history.size());
+  const auto tensor = [n](std::vector<double>& v) {
+    return torch::from_blob(v.data(), {n}, torch::TensorOptions().dtype(torch::kFloat64)).clone();
+  };
+  training.write("loss", tensor(loss));
+  training.write("learning_rate", tensor(lr));
+  training.write("seconds", tensor(seconds));
+}
+
+// The history written by write_history_tensors for a checkpoint at `step`; throws c10::Error for a
+// missing tensor and std::runtime_error for one of another length.
+inline std::vector<TrainingProgress> read_history_tensors(torch::serialize::InputArchive& training, std::int64_t step) {
+  torch::Tensor loss, lr, seconds;
+  training.read("loss", loss);
+  training.read("learning_rate", lr);
+  training.read("seconds", seconds);
+  loss = loss.to(torch::kCPU).contiguous(), lr = lr.to(torch::kCPU).contiguous(), seconds = seconds.to(torch::kCPU).contiguous();
+  if (loss.numel() != step || lr.numel() != step || seconds.numel() != step)
+    throw std::runtime_error(fmt::format("history of {} steps for step {}", loss.numel(), step));
+  std::vector<TrainingProgress> history;
+  for (std::int64_t i = 0; i < step; ++i)
+    history.push_back({.step = i + 1, .loss = loss.data_ptr<double>()[i], .learning_rate = lr.data_ptr<double>()[i],
+                       .seconds = seconds.data_ptr<double>()[i]});
+  return history;
+}
 
 // Trainer is built from the spec and has: step, seconds_before, history, learning_rate_at(step),
 // take_step() (returns the batch's loss), save(file) and resume(file). Spec has device, threads,

@@ -223,12 +223,7 @@ struct Trainer {
     training.write("raw", raw);
     optimizer->save(adam);
     training.write("optimizer", adam);
-    std::vector<double> loss, lr, seconds;
-    for (const TrainingProgress& p : history) loss.push_back(p.loss), lr.push_back(p.learning_rate), seconds.push_back(p.seconds);
-    const auto n = static_cast<std::int64_t>(history.size());
-    training.write("loss", from_host(loss.data(), {n}));
-    training.write("learning_rate", from_host(lr.data(), {n}));
-    training.write("seconds", from_host(seconds.data(), {n}));
+    write_history_tensors(training, history);
     archive.write("training", training);
     save_archive_atomically(archive, file);
   }
@@ -255,17 +250,7 @@ struct Trainer {
       optimizer->load(adam);
       training.read("step", value);
       step = value.toInt();
-      torch::Tensor loss, lr, seconds;
-      training.read("loss", loss);
-      training.read("learning_rate", lr);
-      training.read("seconds", seconds);
-      loss = loss.to(torch::kCPU).contiguous(), lr = lr.to(torch::kCPU).contiguous(), seconds = seconds.to(torch::kCPU).contiguous();
-      if (loss.numel() != step || lr.numel() != step || seconds.numel() != step)
-        throw std::runtime_error(fmt::format("history of {} steps for step {}", loss.numel(), step));
-      history.clear();
-      for (std::int64_t i = 0; i < step; ++i)
-        history.push_back({.step = i + 1, .loss = loss.data_ptr<double>()[i], .learning_rate = lr.data_ptr<double>()[i],
-                           .seconds = seconds.data_ptr<double>()[i]});
+      history = read_history_tensors(training, step);
       seconds_before = step > 0 ? history.back().seconds : 0.0;
     } catch (const c10::Error& e) {
       throw std::runtime_error(fmt::format("{}: damaged training state: {}", file, e.what_without_backtrace()));

@@ -36,27 +36,7 @@ class ClassifierCommandTest : public testing::TempFolderTest {
   }
 
   std::string config(std::int64_t steps, const std::string& extra = "") const {
-    return fmt::format(R"([classifier]
-conv1 = 8
-conv2 = 8
-features = 16
-
-[data]
-kind = "fashion_mnist"
-directory = "{}"
-
-[train]
-task = "classifier"
-steps = {}
-batch_size = 32
-learning_rate = 3e-3
-warmup_steps = 5
-seed = 2
-{}
-[output]
-file = "{}"
-)",
-                       data_.string(), steps, extra, (dir_ / "clf.pt").string());
+    return testing::striped_classifier_config(data_, steps, dir_ / "clf.pt", extra);
   }
 
   // Trains the tiny classifier once per test; returns its checkpoint.

@@ -107,24 +107,7 @@ class SweepImageMetricsTest : public testing::TempFolderTest {
     fs::create_directories(data);
     testing::write_striped_split(data, "train", 300, 0);
     testing::write_striped_split(data, "t10k", 90, 1000);
-    const auto train = write_config("clf.toml", fmt::format(R"([classifier]
-conv1 = 8
-conv2 = 8
-features = 16
-[data]
-kind = "fashion_mnist"
-directory = "{}"
-[train]
-task = "classifier"
-steps = 40
-batch_size = 32
-learning_rate = 3e-3
-warmup_steps = 5
-seed = 2
-[output]
-file = "{}"
-)",
-                                                            data.string(), (dir_ / "clf.pt").string()));
+    const auto train = write_config("clf.toml", testing::striped_classifier_config(data, 40, dir_ / "clf.pt"));
     ::testing::internal::CaptureStdout();
     const int trained = run_train_command(train, no_provenance, {.threads = 1});
     ::testing::internal::GetCapturedStdout();

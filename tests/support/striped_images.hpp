@@ -1,9 +1,12 @@
 // Small labelled image sets in Fashion-MNIST's IDX files, for the tests that train a classifier:
 // image i is of class i % 3, a 12 x 12 image with a bright band of rows [4k, 4k + 4) for class k
-// plus a deterministic ripple, so that a tiny classifier learns the classes in a few steps.
+// plus a deterministic ripple, so that a tiny classifier learns the classes in a few steps; and the
+// config that trains one on them.
 #pragma once
 
 #include "core/state.hpp"
+
+#include <fmt/format.h>
 
 #include <cstdint>
 #include <filesystem>
@@ -45,6 +48,33 @@ inline void write_striped_split(const std::filesystem::path& dir, const std::str
   }
   write_idx(dir / (prefix + "-images-idx3-ubyte.gz"), {static_cast<std::uint32_t>(n), kStripedSide, kStripedSide}, images);
   write_idx(dir / (prefix + "-labels-idx1-ubyte.gz"), {static_cast<std::uint32_t>(n)}, labels);
+}
+
+// The config of `diffode train` with task = "classifier" on the striped images in `data_dir`: a
+// tiny classifier trained for `steps` steps into `checkpoint`, `extra` added to [train].
+inline std::string striped_classifier_config(const std::filesystem::path& data_dir, std::int64_t steps, const std::filesystem::path& checkpoint,
+                                             const std::string& extra = "") {
+  return fmt::format(R"([classifier]
+conv1 = 8
+conv2 = 8
+features = 16
+
+[data]
+kind = "fashion_mnist"
+directory = "{}"
+
+[train]
+task = "classifier"
+steps = {}
+batch_size = 32
+learning_rate = 3e-3
+warmup_steps = 5
+seed = 2
+{}
+[output]
+file = "{}"
+)",
+                     data_dir.string(), steps, extra, checkpoint.string());
 }
 
 }  // namespace diffode::testing
