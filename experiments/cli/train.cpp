@@ -12,33 +12,16 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <chrono>
-#include <csignal>
+#include <functional>
 #include <iostream>
 
 namespace diffode {
 namespace {
 
-std::atomic<bool> interrupted{false};
-
-extern "C" void on_train_interrupt(int) {
-  interrupted = true;
-  std::signal(SIGINT, SIG_DFL);  // a second ^C ends the process at once (the checkpoint stays whole)
-}
-
 std::string clock_text(double seconds) {
   const auto s = static_cast<long>(seconds + 0.5);
   return s >= 3600 ? fmt::format("{}:{:02d}:{:02d}", s / 3600, (s / 60) % 60, s % 60) : fmt::format("{}:{:02d}", s / 60, s % 60);
-}
-
-// The mean loss of the last `window` steps of `h` (fewer at the start).
-double recent_loss(const std::vector<TrainingProgress>& h, std::size_t window = 100) {
-  if (h.empty()) return std::nan("");
-  const std::size_t begin = h.size() > window ? h.size() - window : 0;
-  double sum = 0;
-  for (std::size_t i = begin; i < h.size(); ++i) sum += h[i].loss;
-  return sum / static_cast<double>(h.size() - begin);
 }
 
 // A line redrawn in place on a terminal (at most 5 times a second); a line per tenth of the run
@@ -94,17 +77,7 @@ void write_history(Hdf5File& h5, const TrainingRun& run, const TrainingOutcome& 
   h5.write_attribute("/", "threads", static_cast<double>(threads));
   h5.write_attribute("/", "final_loss", recent_loss(outcome.history));
   h5.write_attribute("/", "samples_per_second", samples_per_second);
-  std::vector<double> step, loss, lr, seconds;
-  for (const TrainingProgress& p : outcome.history) {
-    step.push_back(static_cast<double>(p.step));
-    loss.push_back(p.loss);
-    lr.push_back(p.learning_rate);
-    seconds.push_back(p.seconds);
-  }
-  h5.write_vector("step", step);
-  h5.write_vector("loss", loss);
-  h5.write_vector("learning_rate", lr);
-  h5.write_vector("seconds", seconds);
+  write_history_steps(h5, outcome.history);
 }
 
 }  // namespace
@@ -123,13 +96,8 @@ int run_train_command(const std::filesystem::path& config_path, const Provenance
     std::cerr << "diffode train: " << e.what() << "\n";
     return 2;
   }
-  const NetworkBackend* backend = nullptr;
-  try {
-    backend = &network_backend();
-  } catch (const std::exception& e) {
-    std::cerr << "diffode train: " << e.what() << "\n";
-    return 2;
-  }
+  const NetworkBackend* backend = training_backend();
+  if (!backend) return 2;
   const Provenance provenance = provenance_source();
   run.spec.threads = std::max(1, options.threads);
   std::cout << fmt::format("training a {} under {} on {}: {} steps of {} rows{}\n", describe_network(run.spec), run.process->name(),
@@ -137,26 +105,12 @@ int run_train_command(const std::filesystem::path& config_path, const Provenance
                            options.resume ? fmt::format(", resuming from {}", run.checkpoint) : "")
             << std::flush;
 
-  interrupted = false;
-  auto previous_handler = std::signal(SIGINT, on_train_interrupt);
   TrainProgress progress(run.spec.steps, run.spec.batch_size);
   TrainingOutcome outcome;
-  try {
-    outcome = backend->train(run.spec, [&](const TrainingProgress& p) { progress.step(p); }, [] { return interrupted.load(); });
-  } catch (const std::invalid_argument& e) {
-    // What only the backend can check: a checkpoint trained under other settings, a missing CUDA device.
-    progress.close();
-    std::signal(SIGINT, previous_handler);
-    std::cerr << "diffode train: " << e.what() << "\n";
-    return 2;
-  } catch (const std::exception& e) {
-    progress.close();
-    std::signal(SIGINT, previous_handler);
-    std::cerr << "diffode train: failed: " << e.what() << "\n";
-    return 1;
-  }
-  progress.close();
-  std::signal(SIGINT, previous_handler);
+  if (const int code = train_interruptibly(
+          [&](const std::function<bool()>& stop) { return backend->train(run.spec, [&](const TrainingProgress& p) { progress.step(p); }, stop); },
+          [&] { progress.close(); }, outcome))
+    return code;
   const double seconds = progress.seconds();
   // Steps taken by this invocation (a resumed run's history also holds the earlier ones).
   const auto taken = static_cast<double>(progress.steps());

@@ -11,29 +11,13 @@
 
 #include <fmt/format.h>
 
-#include <atomic>
 #include <chrono>
-#include <csignal>
 #include <cmath>
+#include <functional>
 #include <iostream>
 
 namespace diffode {
 namespace {
-
-std::atomic<bool> interrupted{false};
-
-extern "C" void on_classifier_interrupt(int) {
-  interrupted = true;
-  std::signal(SIGINT, SIG_DFL);
-}
-
-double recent_loss(const std::vector<TrainingProgress>& h, std::size_t window = 100) {
-  if (h.empty()) return std::nan("");
-  const std::size_t begin = h.size() > window ? h.size() - window : 0;
-  double sum = 0;
-  for (std::size_t i = begin; i < h.size(); ++i) sum += h[i].loss;
-  return sum / static_cast<double>(h.size() - begin);
-}
 
 std::string describe(const ClassifierArchitecture& a) {
   return fmt::format("classifier '{}' of {}x{}x{} images: conv {} and {} (3x3, GroupNorm, ReLU, 2x2 max-pool), {} features, {} classes", a.name,
@@ -110,15 +94,8 @@ ClassifierRun read_classifier_run(const std::filesystem::path& config_path) {
 
   ConfigTable train = root.table("train", classifier_train_schema());
   if (train.string("task") != "classifier") train.fail("task", "read_classifier_run reads task = \"classifier\" configs");
-  s.steps = train.integer("steps");
-  s.batch_size = train.integer("batch_size");
-  s.learning_rate = train.number("learning_rate");
-  s.weight_decay = train.number("weight_decay");
-  s.warmup_steps = train.integer("warmup_steps");
-  s.checkpoint_every = train.integer("checkpoint_every");
-  s.seed = static_cast<std::uint64_t>(train.integer("seed"));
-  s.device = train.string("device");
-  s.dtype = train.string("dtype");
+  read_train_optimiser_keys(train, s);
+  read_train_run_keys(train, s);
   train.finish();
 
   ConfigTable data = root.table("data", classifier_data_schema());
@@ -158,20 +135,9 @@ ClassifierRun read_classifier_run(const std::filesystem::path& config_path) {
     return out;
   };
 
-  ConfigTable out = root.table("output", training_output_schema());
-  run.checkpoint = out.string("file");
-  if (run.checkpoint.empty()) out.fail("file", "must name a file");
-  run.history = out.has("history") ? out.string("history") : std::filesystem::path(run.checkpoint).replace_extension(".train.h5").string();
-  if (run.history == run.checkpoint) out.fail("history", "must differ from the checkpoint file");
-  out.finish();
-  root.finish();
   const double parameters = 9.0 * (a.channels * a.conv1 + a.conv1 * a.conv2) + static_cast<double>(a.conv2 * (a.height / 4) * (a.width / 4)) * a.features +
                             static_cast<double>(a.features * a.classes);
-  check_output_path(out, "file", run.checkpoint, 3 * 8 * parameters + (1 << 16));
-  check_output_path(out, out.has("history") ? "history" : "file", run.history, 3 * 8 * static_cast<double>(s.steps) + (1 << 16));
-  run.checkpoint_key = out.where("file");
-  run.history_key = out.has("history") ? out.where("history") : run.checkpoint_key;
-  s.checkpoint_file = run.checkpoint;
+  read_training_output(root, 3 * 8 * parameters + (1 << 16), run, s);
   return run;
 }
 
@@ -236,45 +202,27 @@ int run_classifier_train_command(const std::filesystem::path& config_path, const
     std::cerr << "diffode train: " << e.what() << "\n";
     return 2;
   }
-  const NetworkBackend* backend = nullptr;
-  try {
-    backend = &network_backend();
-  } catch (const std::exception& e) {
-    std::cerr << "diffode train: " << e.what() << "\n";
-    return 2;
-  }
+  const NetworkBackend* backend = training_backend();
+  if (!backend) return 2;
   const Provenance provenance = provenance_source();
   run.spec.threads = std::max(1, options.threads);
   std::cout << fmt::format("training a {} on {}: {} steps of {} images{}\n", describe(run.spec.architecture), run.data_description, run.spec.steps,
                            run.spec.batch_size, options.resume ? fmt::format(", resuming from {}", run.checkpoint) : "")
             << std::flush;
-  interrupted = false;
-  auto previous = std::signal(SIGINT, on_classifier_interrupt);
   const auto start = std::chrono::steady_clock::now();
   std::vector<TrainingProgress> seen;
   const std::int64_t tenth = std::max<std::int64_t>(1, run.spec.steps / 10);
+  const auto progress = [&](const TrainingProgress& p) {
+    seen.push_back(p);
+    if (p.step % tenth == 0 || p.step == run.spec.steps)
+      std::cout << fmt::format("step {}/{}  loss {:.4f} (last 100)  lr {:.3g}  elapsed {:.0f} s\n", p.step, run.spec.steps, recent_loss(seen),
+                               p.learning_rate, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count())
+                << std::flush;
+  };
   TrainingOutcome outcome;
-  try {
-    outcome = backend->train_classifier(
-        run.spec,
-        [&](const TrainingProgress& p) {
-          seen.push_back(p);
-          if (p.step % tenth == 0 || p.step == run.spec.steps)
-            std::cout << fmt::format("step {}/{}  loss {:.4f} (last 100)  lr {:.3g}  elapsed {:.0f} s\n", p.step, run.spec.steps, recent_loss(seen),
-                                     p.learning_rate, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count())
-                      << std::flush;
-        },
-        [] { return interrupted.load(); });
-  } catch (const std::invalid_argument& e) {
-    std::signal(SIGINT, previous);
-    std::cerr << "diffode train: " << e.what() << "\n";
-    return 2;
-  } catch (const std::exception& e) {
-    std::signal(SIGINT, previous);
-    std::cerr << "diffode train: failed: " << e.what() << "\n";
-    return 1;
-  }
-  std::signal(SIGINT, previous);
+  if (const int code = train_interruptibly([&](const std::function<bool()>& stop) { return backend->train_classifier(run.spec, progress, stop); },
+                                           nullptr, outcome))
+    return code;
   const double train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   // The test accuracy of the weights just written, read back as any user of the checkpoint reads them.
   ClassTally tally;
@@ -311,13 +259,7 @@ int run_classifier_train_command(const std::filesystem::path& config_path, const
       h5.write_attribute("/", "train_seconds", train_seconds);
       h5.write_attribute("/", "test_accuracy", accuracy);
       h5.write_attribute("/", "test_images", static_cast<double>(tally.rows()));
-      std::vector<double> step, loss, lr, seconds;
-      for (const TrainingProgress& p : outcome.history)
-        step.push_back(static_cast<double>(p.step)), loss.push_back(p.loss), lr.push_back(p.learning_rate), seconds.push_back(p.seconds);
-      h5.write_vector("step", step);
-      h5.write_vector("loss", loss);
-      h5.write_vector("learning_rate", lr);
-      h5.write_vector("seconds", seconds);
+      write_history_steps(h5, outcome.history);
       if (!tally.requested.empty()) {
         std::vector<double> per_class;
         for (Index k = 0; k < tally.classes; ++k)

@@ -2,6 +2,7 @@
 
 #include "core/splitmix.hpp"
 #include "experiments/run/hdf5_file.hpp"
+#include "experiments/run/networks.hpp"
 #include "experiments/run/output.hpp"
 #include "experiments/run/readers.hpp"
 #include "models/fashion_mnist.hpp"
@@ -10,8 +11,12 @@
 
 #include <fmt/format.h>
 
+#include <atomic>
 #include <cmath>
+#include <csignal>
 #include <filesystem>
+#include <iostream>
+#include <stdexcept>
 
 namespace diffode {
 namespace {
@@ -303,11 +308,7 @@ TrainingRun read_training_run(const std::filesystem::path& config_path) {
 
   ConfigTable train = root.table("train", train_schema());
   if (train.string("task") != "score") train.fail("task", "a classifier config is read by read_classifier_run");
-  s.steps = train.integer("steps");
-  s.batch_size = train.integer("batch_size");
-  s.learning_rate = train.number("learning_rate");
-  s.weight_decay = train.number("weight_decay");
-  s.warmup_steps = train.integer("warmup_steps");
+  read_train_optimiser_keys(train, s);
   s.gradient_clip = train.number("gradient_clip");
   s.ema_decay = train.number("ema_decay");
   s.label_dropout = train.number("label_dropout");
@@ -317,10 +318,7 @@ TrainingRun read_training_run(const std::filesystem::path& config_path) {
                                                                       run.process->name()));
   s.p_mean = train.number("p_mean");
   s.p_std = train.number("p_std");
-  s.checkpoint_every = train.integer("checkpoint_every");
-  s.seed = static_cast<std::uint64_t>(train.integer("seed"));
-  s.device = train.string("device");
-  s.dtype = train.string("dtype");
+  read_train_run_keys(train, s);
   train.finish();
   if (s.network.output == NetworkOutput::flow && s.process.edm) {
     // EDM's levels are drawn without a time, so a velocity has no alpha', sigma' to be read with.
@@ -345,23 +343,77 @@ TrainingRun read_training_run(const std::filesystem::path& config_path) {
     a.dims = dims;
   }
 
-  ConfigTable out = root.table("output", training_output_schema());
-  run.checkpoint = out.string("file");
-  if (run.checkpoint.empty()) out.fail("file", "must name a file");
-  run.history = out.has("history") ? out.string("history") : std::filesystem::path(run.checkpoint).replace_extension(".train.h5").string();
-  if (run.history == run.checkpoint) out.fail("history", "must differ from the checkpoint file");
-  out.finish();
-  root.finish();
   // The checkpoint: weights, EMA and two AdamW moments, 4 copies of the parameters in float64 at most.
   const double width = static_cast<double>(a.width);
   const double parameters = unet ? static_cast<double>(unet_parameter_count(u))
                                  : width * width * (3.0 * a.blocks + 1) + width * (a.embedding_dims + 2 * a.dims + 8);
-  check_output_path(out, "file", run.checkpoint, 4 * 8 * parameters + (1 << 16));
-  check_output_path(out, out.has("history") ? "history" : "file", run.history, 3 * 8 * static_cast<double>(s.steps) + (1 << 16));
-  run.checkpoint_key = out.where("file");
-  run.history_key = out.has("history") ? out.where("history") : run.checkpoint_key;
-  s.checkpoint_file = run.checkpoint;
+  read_training_output(root, 4 * 8 * parameters + (1 << 16), run, s);
   return run;
+}
+
+namespace {
+
+std::atomic<bool> interrupted{false};
+
+extern "C" void on_train_interrupt(int) {
+  interrupted = true;
+  std::signal(SIGINT, SIG_DFL);  // a second ^C ends the process at once (the checkpoint stays whole)
+}
+
+}  // namespace
+
+double recent_loss(const std::vector<TrainingProgress>& h, std::size_t window) {
+  if (h.empty()) return std::nan("");
+  const std::size_t begin = h.size() > window ? h.size() - window : 0;
+  double sum = 0;
+  for (std::size_t i = begin; i < h.size(); ++i) sum += h[i].loss;
+  return sum / static_cast<double>(h.size() - begin);
+}
+
+const NetworkBackend* training_backend() {
+  try {
+    return &network_backend();
+  } catch (const std::exception& e) {
+    std::cerr << "diffode train: " << e.what() << "\n";
+    return nullptr;
+  }
+}
+
+int train_interruptibly(const std::function<TrainingOutcome(const std::function<bool()>& stop)>& train, const std::function<void()>& done,
+                        TrainingOutcome& outcome) {
+  interrupted = false;
+  auto previous_handler = std::signal(SIGINT, on_train_interrupt);
+  const auto finish = [&] {
+    if (done) done();
+    std::signal(SIGINT, previous_handler);
+  };
+  try {
+    outcome = train([] { return interrupted.load(); });
+  } catch (const std::invalid_argument& e) {
+    finish();
+    std::cerr << "diffode train: " << e.what() << "\n";
+    return 2;
+  } catch (const std::exception& e) {
+    finish();
+    std::cerr << "diffode train: failed: " << e.what() << "\n";
+    return 1;
+  }
+  finish();
+  return 0;
+}
+
+void write_history_steps(Hdf5File& h5, const std::vector<TrainingProgress>& history) {
+  std::vector<double> step, loss, lr, seconds;
+  for (const TrainingProgress& p : history) {
+    step.push_back(static_cast<double>(p.step));
+    loss.push_back(p.loss);
+    lr.push_back(p.learning_rate);
+    seconds.push_back(p.seconds);
+  }
+  h5.write_vector("step", step);
+  h5.write_vector("loss", loss);
+  h5.write_vector("learning_rate", lr);
+  h5.write_vector("seconds", seconds);
 }
 
 }  // namespace diffode

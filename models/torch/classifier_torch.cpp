@@ -16,6 +16,7 @@
 
 #include "models/torch/network_model_torch.hpp"
 #include "models/torch/score_mlp_torch.hpp"
+#include "models/torch/training_loop_torch.hpp"
 
 #include <fmt/format.h>
 #include <torch/script.h>
@@ -160,12 +161,7 @@ struct ClassifierTrainer {
     training.write("step", c10::IValue(step));
     optimizer->save(adam);
     training.write("optimizer", adam);
-    std::vector<double> loss, lr, seconds;
-    for (const TrainingProgress& p : history) loss.push_back(p.loss), lr.push_back(p.learning_rate), seconds.push_back(p.seconds);
-    const auto n = static_cast<std::int64_t>(history.size());
-    training.write("loss", from_host(loss.data(), {n}));
-    training.write("learning_rate", from_host(lr.data(), {n}));
-    training.write("seconds", from_host(seconds.data(), {n}));
+    write_history_tensors(training, history);
     archive.write("training", training);
     save_atomically(archive, file);
   }
@@ -190,17 +186,7 @@ struct ClassifierTrainer {
       optimizer->load(adam);
       training.read("step", value);
       step = value.toInt();
-      torch::Tensor loss, lr, seconds;
-      training.read("loss", loss);
-      training.read("learning_rate", lr);
-      training.read("seconds", seconds);
-      loss = loss.to(torch::kCPU).contiguous(), lr = lr.to(torch::kCPU).contiguous(), seconds = seconds.to(torch::kCPU).contiguous();
-      if (loss.numel() != step || lr.numel() != step || seconds.numel() != step)
-        throw std::runtime_error(fmt::format("history of {} steps for step {}", loss.numel(), step));
-      history.clear();
-      for (std::int64_t i = 0; i < step; ++i)
-        history.push_back({.step = i + 1, .loss = loss.data_ptr<double>()[i], .learning_rate = lr.data_ptr<double>()[i],
-                           .seconds = seconds.data_ptr<double>()[i]});
+      history = read_history_tensors(training, step);
       seconds_before = step > 0 ? history.back().seconds : 0.0;
     } catch (const c10::Error& e) {
       throw std::runtime_error(fmt::format("{}: damaged training state: {}", file, e.what_without_backtrace()));
@@ -418,42 +404,7 @@ TrainingOutcome train_classifier(const ClassifierTrainingSpec& spec, const std::
   if (!(spec.weight_decay >= 0)) fail(fmt::format("weight_decay {} < 0", spec.weight_decay));
   if (spec.warmup_steps < 0 || spec.checkpoint_every < 0) fail("warmup_steps and checkpoint_every must be >= 0");
   if (spec.threads < 1) fail(fmt::format("threads {} < 1", spec.threads));
-  const torch::Device device(spec.device);
-  if (device.is_cuda() && !torch::cuda::is_available()) fail("device 'cuda' but no CUDA device is available");
-  at::set_num_threads(spec.threads);
-  at::globalContext().setDeterministicAlgorithms(true, /*warn_only=*/device.is_cuda());
-  torch::manual_seed(spec.seed);
-  ClassifierTrainer trainer(spec);
-  if (!spec.resume_from.empty()) trainer.resume(spec.resume_from);
-
-  TrainingOutcome outcome;
-  const auto start = std::chrono::steady_clock::now();
-  const auto checkpoint = [&] {
-    if (!spec.checkpoint_file.empty()) trainer.save(spec.checkpoint_file);
-  };
-  bool wrote_last = false;
-  while (trainer.step < spec.steps) {
-    if (stop && stop()) {
-      outcome.interrupted = true;
-      break;
-    }
-    const double lr = trainer.learning_rate_at(trainer.step);
-    const double loss = trainer.take_step();
-    ++trainer.step;
-    const double seconds = trainer.seconds_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    trainer.history.push_back({.step = trainer.step, .loss = loss, .learning_rate = lr, .seconds = seconds});
-    if (!std::isfinite(loss)) throw std::runtime_error(fmt::format("classifier training diverged: loss {} at step {}", loss, trainer.step));
-    wrote_last = false;
-    if (spec.checkpoint_every > 0 && trainer.step % spec.checkpoint_every == 0) {
-      checkpoint();
-      wrote_last = true;
-    }
-    if (progress) progress(trainer.history.back());
-  }
-  if (!wrote_last) checkpoint();
-  outcome.steps_done = trainer.step;
-  outcome.history = std::move(trainer.history);
-  return outcome;
+  return run_training_loop<ClassifierTrainer>(spec, "classifier training", progress, stop);
 }
 
 std::shared_ptr<const FeatureNetwork> load_feature_network(const FeatureSpec& spec, const NetworkRuntime& runtime) {

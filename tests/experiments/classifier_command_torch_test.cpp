@@ -9,6 +9,8 @@
 #include "experiments/run/hdf5_file.hpp"
 #include "experiments/run/networks.hpp"
 #include "models/fashion_mnist.hpp"
+#include "tests/support/hdf5_int64.hpp"
+#include "tests/support/striped_images.hpp"
 #include "tests/support/temp_folder.hpp"
 
 #include <gtest/gtest.h>
@@ -20,50 +22,6 @@
 namespace diffode {
 namespace {
 
-constexpr Index kSide = 12;
-
-// Image i of class i % 3: a bright band of rows [4k, 4k + 4), plus a deterministic ripple.
-std::uint8_t pixel(Index i, Index p) {
-  const Index k = i % 3, row = p / kSide;
-  const int base = row >= 4 * k && row < 4 * k + 4 ? 200 : 40;
-  return static_cast<std::uint8_t>(base + (i * 7 + p * 13) % 50);
-}
-
-void write_idx(const std::filesystem::path& file, const std::vector<std::uint32_t>& shape, const std::vector<std::uint8_t>& bytes) {
-  std::ofstream out(file, std::ios::binary);
-  const std::uint8_t magic[4] = {0, 0, 8, static_cast<std::uint8_t>(shape.size())};
-  out.write(reinterpret_cast<const char*>(magic), 4);
-  for (std::uint32_t s : shape) {
-    const std::uint8_t be[4] = {static_cast<std::uint8_t>(s >> 24), static_cast<std::uint8_t>(s >> 16), static_cast<std::uint8_t>(s >> 8),
-                                static_cast<std::uint8_t>(s)};
-    out.write(reinterpret_cast<const char*>(be), 4);
-  }
-  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-}
-
-// IDX files in Fashion-MNIST's names (plain bytes: gzread reads them as they are).
-void write_split(const std::filesystem::path& dir, const std::string& prefix, Index n, Index offset) {
-  std::vector<std::uint8_t> images, labels;
-  for (Index i = 0; i < n; ++i) {
-    labels.push_back(static_cast<std::uint8_t>((i + offset) % 3));
-    for (Index p = 0; p < kSide * kSide; ++p) images.push_back(pixel(i + offset, p));
-  }
-  write_idx(dir / (prefix + "-images-idx3-ubyte.gz"), {static_cast<std::uint32_t>(n), kSide, kSide}, images);
-  write_idx(dir / (prefix + "-labels-idx1-ubyte.gz"), {static_cast<std::uint32_t>(n)}, labels);
-}
-
-void write_int64(const std::filesystem::path& file, const std::string& name, const std::vector<std::int64_t>& values) {
-  const hid_t f = H5Fopen(file.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
-  ASSERT_GE(f, 0);
-  const hsize_t n = values.size();
-  const hid_t space = H5Screate_simple(1, &n, nullptr);
-  const hid_t set = H5Dcreate2(f, name.c_str(), H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-  ASSERT_GE(H5Dwrite(set, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, values.data()), 0);
-  H5Dclose(set);
-  H5Sclose(space);
-  H5Fclose(f);
-}
-
 Provenance no_provenance() { return Provenance{}; }
 
 class ClassifierCommandTest : public testing::TempFolderTest {
@@ -73,32 +31,12 @@ class ClassifierCommandTest : public testing::TempFolderTest {
     use_network_backend(diffode_network_backend());
     data_ = dir_ / "fmnist";
     std::filesystem::create_directories(data_);
-    write_split(data_, "train", 300, 0);
-    write_split(data_, "t10k", 90, 1000);
+    testing::write_striped_split(data_, "train", 300, 0);
+    testing::write_striped_split(data_, "t10k", 90, 1000);
   }
 
   std::string config(std::int64_t steps, const std::string& extra = "") const {
-    return fmt::format(R"([classifier]
-conv1 = 8
-conv2 = 8
-features = 16
-
-[data]
-kind = "fashion_mnist"
-directory = "{}"
-
-[train]
-task = "classifier"
-steps = {}
-batch_size = 32
-learning_rate = 3e-3
-warmup_steps = 5
-seed = 2
-{}
-[output]
-file = "{}"
-)",
-                       data_.string(), steps, extra, (dir_ / "clf.pt").string());
+    return testing::striped_classifier_config(data_, steps, dir_ / "clf.pt", extra);
   }
 
   // Trains the tiny classifier once per test; returns its checkpoint.
@@ -116,7 +54,7 @@ file = "{}"
       Hdf5File h5(path, Hdf5File::Mode::create);
       h5.write_matrix("samples", test.pixels.middleRows(first, n));
     }
-    write_int64(path, "labels", std::vector<std::int64_t>(test.labels.begin() + first, test.labels.begin() + first + n));
+    testing::write_int64(path, "labels", std::vector<std::int64_t>(test.labels.begin() + first, test.labels.begin() + first + n));
     return path.string();
   }
 
@@ -162,7 +100,7 @@ TEST_F(ClassifierCommandTest, TrainScoresTheTestImagesAndClassifyAgrees) {
     H5Ldelete(f, "labels", H5P_DEFAULT);
     H5Fclose(f);
   }
-  write_int64(bad, "labels", {0, 1, 2, 10, 0});
+  testing::write_int64(bad, "labels", {0, 1, 2, 10, 0});
   o.input = bad;
   o.output.clear();
   EXPECT_EQ(run_classify_command(o), 2);

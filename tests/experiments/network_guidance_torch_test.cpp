@@ -19,6 +19,7 @@
 #include "experiments/sweep/plan.hpp"
 #include "models/network_guidance.hpp"
 #include "models/torch/score_mlp_torch.hpp"
+#include "tests/support/sampling_config.hpp"
 #include "tests/support/temp_folder.hpp"
 
 #include <fmt/format.h>
@@ -104,24 +105,10 @@ std::string config(const std::string& model, const std::string& guidance, const 
                      run, guidance.empty() ? "" : "[guidance]\n" + guidance);
 }
 
-SamplingSetup setup_of(const std::string& text) {
-  const Config parsed = Config::from_string(text, "guided.toml");
-  ConfigTable root = parsed.root();
-  SamplingSetup s = read_sampling_setup(root);
-  root.finish();
-  return s;
-}
+SamplingSetup setup_of(const std::string& text) { return testing::sampling_setup_of(text, "guided.toml"); }
 
-std::string config_error(const std::string& text) {
-  try {
-    setup_of(text);
-  } catch (const ConfigError& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    return std::string("not a ConfigError: ") + e.what();
-  }
-  return "";
-}
+// The ConfigError a config raises, or "" when it reads.
+std::string config_error(const std::string& text) { return testing::sampling_config_error(text, "guided.toml"); }
 
 Batch predict(const Predictor<Batch>& p, const Batch& x, const PerSample& a, const PerSample& s) {
   Batch out;

@@ -15,6 +15,7 @@
 #include "experiments/run/sampler_registry.hpp"
 #include "experiments/run/sampling.hpp"
 #include "models/torch/score_mlp_torch.hpp"
+#include "tests/support/sampling_config.hpp"
 #include "tests/support/temp_folder.hpp"
 #include "tests/support/torchscript_modules.hpp"
 
@@ -63,23 +64,10 @@ std::string config(const std::string& process, const std::string& model, const s
   return fmt::format("[process]\nname = \"{}\"\n[model]\n{}{}[run]\nsamples = 12\nseed = 3\n{}", process, model, plan_text, run_extra);
 }
 
-SamplingSetup setup_of(const std::string& text) {
-  const Config parsed = Config::from_string(text, "network.toml");
-  ConfigTable root = parsed.root();
-  SamplingSetup s = read_sampling_setup(root);
-  root.finish();
-  return s;
-}
+SamplingSetup setup_of(const std::string& text) { return testing::sampling_setup_of(text, "network.toml"); }
 
 // The ConfigError a config raises, or "" when it reads.
-std::string config_error(const std::string& text) {
-  try {
-    setup_of(text);
-  } catch (const ConfigError& e) {
-    return e.what();
-  }
-  return "";
-}
+std::string config_error(const std::string& text) { return testing::sampling_config_error(text, "network.toml"); }
 
 class NetworkSamplingTest : public testing::TempFolderTest {
  protected:

@@ -5,28 +5,15 @@
 #include "experiments/cli/commands.hpp"
 #include "experiments/run/hdf5_file.hpp"
 #include "models/fashion_mnist.hpp"
+#include "tests/support/hdf5_int64.hpp"
 #include "tests/support/temp_folder.hpp"
 
 #include <gtest/gtest.h>
-#include <hdf5.h>
 
 #include <cstdint>
 
 namespace diffode {
 namespace {
-
-// An int64 dataset, as a class-conditional sample file holds its labels.
-void write_int64(const std::filesystem::path& file, const std::string& name, const std::vector<std::int64_t>& values) {
-  const hid_t f = H5Fopen(file.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
-  ASSERT_GE(f, 0);
-  const hsize_t n = values.size();
-  const hid_t space = H5Screate_simple(1, &n, nullptr);
-  const hid_t set = H5Dcreate2(f, name.c_str(), H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-  ASSERT_GE(H5Dwrite(set, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, values.data()), 0);
-  H5Dclose(set);
-  H5Sclose(space);
-  H5Fclose(f);
-}
 
 // Row i's pixel p is the byte (37 i + 3 p) mod 256, stored as 2 b / 255 - 1.
 std::uint8_t byte_of(Index i, Index p) { return static_cast<std::uint8_t>((37 * i + 3 * p) % 256); }
@@ -43,7 +30,7 @@ class GridTest : public testing::TempFolderTest {
       Hdf5File h5(path, Hdf5File::Mode::create);
       h5.write_matrix("samples", x);
     }
-    if (!labels.empty()) write_int64(path, "labels", labels);
+    if (!labels.empty()) testing::write_int64(path, "labels", labels);
     return path.string();
   }
 };

@@ -14,6 +14,7 @@
 #include "experiments/run/networks.hpp"
 #include "experiments/sweep/runner.hpp"
 #include "models/fashion_mnist.hpp"
+#include "tests/support/striped_images.hpp"
 #include "tests/support/temp_folder.hpp"
 
 #include <fmt/format.h>
@@ -32,36 +33,6 @@ namespace diffode {
 namespace {
 
 namespace fs = std::filesystem;
-
-constexpr Index kSide = 12;
-
-std::uint8_t pixel(Index i, Index p) {
-  const Index k = i % 3, row = p / kSide;
-  const int base = row >= 4 * k && row < 4 * k + 4 ? 200 : 40;
-  return static_cast<std::uint8_t>(base + (i * 7 + p * 13) % 50);
-}
-
-void write_idx(const fs::path& file, const std::vector<std::uint32_t>& shape, const std::vector<std::uint8_t>& bytes) {
-  std::ofstream out(file, std::ios::binary);
-  const std::uint8_t magic[4] = {0, 0, 8, static_cast<std::uint8_t>(shape.size())};
-  out.write(reinterpret_cast<const char*>(magic), 4);
-  for (std::uint32_t s : shape) {
-    const std::uint8_t be[4] = {static_cast<std::uint8_t>(s >> 24), static_cast<std::uint8_t>(s >> 16), static_cast<std::uint8_t>(s >> 8),
-                                static_cast<std::uint8_t>(s)};
-    out.write(reinterpret_cast<const char*>(be), 4);
-  }
-  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-}
-
-void write_split(const fs::path& dir, const std::string& prefix, Index n, Index offset) {
-  std::vector<std::uint8_t> images, labels;
-  for (Index i = 0; i < n; ++i) {
-    labels.push_back(static_cast<std::uint8_t>((i + offset) % 3));
-    for (Index p = 0; p < kSide * kSide; ++p) images.push_back(pixel(i + offset, p));
-  }
-  write_idx(dir / (prefix + "-images-idx3-ubyte.gz"), {static_cast<std::uint32_t>(n), kSide, kSide}, images);
-  write_idx(dir / (prefix + "-labels-idx1-ubyte.gz"), {static_cast<std::uint32_t>(n)}, labels);
-}
 
 constexpr const char* kExport = R"PY(
 import sys
@@ -134,26 +105,9 @@ class SweepImageMetricsTest : public testing::TempFolderTest {
       GTEST_SKIP() << "needs /usr/bin/python3 with PyTorch (Debian's python3-torch) to export TorchScript modules";
     const fs::path data = dir_ / "fmnist";
     fs::create_directories(data);
-    write_split(data, "train", 300, 0);
-    write_split(data, "t10k", 90, 1000);
-    const auto train = write_config("clf.toml", fmt::format(R"([classifier]
-conv1 = 8
-conv2 = 8
-features = 16
-[data]
-kind = "fashion_mnist"
-directory = "{}"
-[train]
-task = "classifier"
-steps = 40
-batch_size = 32
-learning_rate = 3e-3
-warmup_steps = 5
-seed = 2
-[output]
-file = "{}"
-)",
-                                                            data.string(), (dir_ / "clf.pt").string()));
+    testing::write_striped_split(data, "train", 300, 0);
+    testing::write_striped_split(data, "t10k", 90, 1000);
+    const auto train = write_config("clf.toml", testing::striped_classifier_config(data, 40, dir_ / "clf.pt"));
     ::testing::internal::CaptureStdout();
     const int trained = run_train_command(train, no_provenance, {.threads = 1});
     ::testing::internal::GetCapturedStdout();
