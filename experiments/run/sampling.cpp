@@ -186,13 +186,21 @@ Batch initial_noise(const SamplingSetup& s) {
   return all;
 }
 
-SamplingOutcome run_sampling(const SamplingSetup& s, Batch initial, int threads) { return run_sampling(s, std::move(initial), s.grid, threads); }
+SamplingOutcome run_sampling(const SamplingSetup& s, Batch initial, int threads, InitialCopy copy) {
+  return run_sampling(s, std::move(initial), s.grid, threads, copy);
+}
 
-SamplingOutcome run_sampling(const SamplingSetup& s, Batch initial, const TimeGrid& grid, int threads) {
+SamplingOutcome run_sampling(const SamplingSetup& s, Batch initial, const TimeGrid& grid, int threads, InitialCopy copy) {
   const RunGrid g = run_grid(s.sampler, grid);
   SamplingOutcome out;
-  out.initial = std::move(initial);
-  out.samples = out.initial / alpha_at_scaled_sigma(*s.process, g.sigmas.front());
+  const double alpha_start = alpha_at_scaled_sigma(*s.process, g.sigmas.front());
+  if (copy == InitialCopy::keep) {
+    out.initial = std::move(initial);
+    out.samples = out.initial / alpha_start;
+  } else {
+    out.samples = std::move(initial);
+    out.samples /= alpha_start;  // the same division, element by element, as the copy above
+  }
   // The class runs' blocks, one list, so that threads take blocks of any class.
   const Index runs = s.class_runs(), total = out.samples.rows();
   if (total % runs != 0) throw std::invalid_argument(fmt::format("run_sampling: {} rows for {} class runs", total, runs));

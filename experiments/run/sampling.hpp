@@ -74,9 +74,15 @@ struct SamplingOutcome {
   double alpha_end = 1;
 };
 
+// Whether the outcome keeps x_T (`initial`), or turns its storage into the state being solved: a
+// caller that can rebuild x_T (initial_noise is a function of the seed) drops it, which takes one
+// state-sized array off the peak of a whole-batch run.
+enum class InitialCopy { keep, drop };
+
 // Runs the sampler from x_T over the setup's grid, or over `grid` (a fine reference grid). x_T is
-// taken by value: a caller done with it moves it in (the outcome keeps it), one state less at peak.
-SamplingOutcome run_sampling(const SamplingSetup& setup, Batch initial, int threads);
-SamplingOutcome run_sampling(const SamplingSetup& setup, Batch initial, const TimeGrid& grid, int threads);
+// taken by value: a caller done with it moves it in, one state less at peak.
+SamplingOutcome run_sampling(const SamplingSetup& setup, Batch initial, int threads, InitialCopy copy = InitialCopy::keep);
+SamplingOutcome run_sampling(const SamplingSetup& setup, Batch initial, const TimeGrid& grid, int threads,
+                             InitialCopy copy = InitialCopy::keep);
 
 }  // namespace diffode
