@@ -53,8 +53,8 @@ fi
 configure_build_test build -DCMAKE_BUILD_TYPE=Release -DDIFFODE_WITH_TORCH=ON
 
 if [[ ${DIFFODE_SKIP_ASAN:-0} != 1 ]]; then
-  # RelWithDebInfo: optimized enough for the convergence tests to stay fast, with line numbers in
-  # sanitizer reports and assertions left on (see CMakeLists.txt).
+  # RelWithDebInfo, which DIFFODE_SANITIZE makes -O1 -g1 (CMakeLists.txt): optimized enough for the
+  # convergence tests to stay fast, with line numbers in sanitizer reports and assertions left on.
   configure_build_test build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDIFFODE_SANITIZE=ON \
     -DDIFFODE_WITH_TORCH=OFF -DDIFFODE_BUILD_BENCHMARKS=OFF
 fi
