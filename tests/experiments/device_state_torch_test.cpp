@@ -65,14 +65,15 @@ class DeviceStateTest : public testing::TempFolderTest {
     use_network_backend(diffode_network_backend());
   }
 
-  // A seeded, untrained float64 MLP checkpoint with the given output (and classes).
-  std::string checkpoint(const std::string& name, NetworkOutput output, Index classes = 0) const {
+  // A seeded, untrained MLP checkpoint with the given output (and classes), its weights saved in
+  // float64 (or float32, as diffode train saves them).
+  std::string checkpoint(const std::string& name, NetworkOutput output, Index classes = 0, torch::Dtype dtype = torch::kFloat64) const {
     torch::manual_seed(17);
     NetworkSpec spec;
     spec.architecture = {.dims = 2, .width = 16, .blocks = 2, .embedding_dims = 8, .classes = classes};
     spec.output = output;
     ScoreMlp network(spec.architecture);
-    network->to(torch::kFloat64);
+    network->to(dtype);
     const std::string file = (dir_ / name).string();
     save_network(file, spec, network);
     return file;
@@ -116,6 +117,19 @@ TEST_F(DeviceStateTest, OnTheCpuEverySamplerGivesTheHostPathsSamples) {
     expect_same("edm", edm, sampler, "", 1e-12);
     expect_same("vp", eps, sampler, "", 1e-12);
     expect_same("vp", edm, sampler, "final_step = \"denoise\"\n", 1e-12, "batch_size = 4\n");
+  }
+}
+
+// A float32 network (weights saved in float32, as diffode train saves them): the state stays
+// float64 on both paths and the network rounds its input to float32 on both. On the CPU the two
+// paths' float64 arithmetic is the same, so the network sees the same float32 inputs and the
+// samples agree to the same 1e-12.
+TEST_F(DeviceStateTest, AFloat32NetworkKeepsAFloat64StateAndGivesTheHostPathsSamples) {
+  const std::string model = fmt::format("kind = \"network\"\nfile = \"{}\"\ndtype = \"float32\"\n",
+                                        checkpoint("edm32.ckpt", NetworkOutput::edm, 0, torch::kFloat32));
+  for (const std::string sampler : {"name = \"dpmpp_2m\"\n", "name = \"heun\"\n"}) {
+    expect_same("edm", model, sampler, "", 1e-12);
+    expect_same("vp", model, sampler, "", 1e-12);
   }
 }
 
