@@ -287,7 +287,7 @@ struct ClassifierTrainingSpec {
 // solve_on_device, interface version 4): x~_T is copied to the device once, the sampler runs on
 // LibTorch tensors (core/state_torch.hpp) through a Predictor<torch::Tensor> of the network that
 // keeps every tensor on its device, and the result is copied back once. The arithmetic is the host
-// path's (models/torch/device_solve_torch.hpp lists the samplers it runs; others are refused).
+// path's (solvers/diffusion/device_solve_torch.hpp); it runs device_state_samplers() and refuses others.
 struct DeviceSolveSpec {
   std::string sampler;  // a [sampler] name
   // The options of the samplers the device path runs (their [sampler] keys; defaults as there).
