@@ -28,6 +28,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace diffode {
@@ -104,6 +105,9 @@ struct NetworkRuntime {
   std::string dtype = "float64"; // "float32" or "float64"
   Index batch_size = 0;          // rows per network call; 0: the whole block in one call
   int threads = 1;               // intra-op threads of LibTorch for this model's calls
+  // Where a sampling run keeps its state: "host" (Eigen; each evaluation copies the batch to the
+  // device and back) or "device" (NetworkBackend::solve_on_device). Recorded in description().
+  std::string state = "host";
 };
 
 // A user's TorchScript module (torch.jit.script / torch.jit.trace, saved with torch.jit.save).
@@ -279,11 +283,56 @@ struct ClassifierTrainingSpec {
   int threads = 1;
 };
 
+// A whole fixed-grid solve with the state resident on the network's device (NetworkBackend::
+// solve_on_device, interface version 4): x~_T is copied to the device once, the sampler runs on
+// LibTorch tensors (core/state_torch.hpp) through a Predictor<torch::Tensor> of the network that
+// keeps every tensor on its device, and the result is copied back once. The arithmetic is the host
+// path's (solvers/diffusion/device_solve_torch.hpp); it runs device_state_samplers() and refuses others.
+struct DeviceSolveSpec {
+  std::string sampler;  // a [sampler] name
+  // The options of the samplers the device path runs (their [sampler] keys; defaults as there).
+  int order = 0;                        // dpm_solver, unipc, lms (0: the sampler's own default)
+  int max_order = 4;                    // ipndm
+  int lower_order_final_below = 0;      // dpmpp_2m, dpmpp_3m
+  std::string form = "reference";       // dpmpp_3m: "reference" or "third_order"
+  std::string variant = "bh1";          // unipc: "bh1" or "bh2"
+  std::string prediction = "data";      // unipc: "data" or "noise"
+  bool lower_order_final = true;        // unipc
+  bool corrector = true;                // unipc
+  std::string startup = "lower_order";  // lms: "lower_order" or "rk4"
+  std::vector<double> sigmas;           // the scale-free grid (strictly decreasing; the last may be 0)
+  // The process's (alpha, sigma) at a scale-free level sigma~ > 0, computed on the host as the host
+  // path's ScaledDenoiser does (solvers/diffusion/denoiser.hpp); unit_alpha: alpha = 1, sigma = sigma~.
+  std::function<std::pair<double, double>(double)> levels;
+  bool unit_alpha = false;
+  bool denoise_at_end = false;  // end with D(x~; sigmas.back()) (one more evaluation)
+  int label = -1;               // the class to condition on (-1: the null class)
+};
+
+// The [sampler] names solve_on_device runs: the deterministic fixed-grid samplers (euler and heun
+// without churn, ddim with eta = 0). Stochastic and adaptive samplers are refused on this path:
+// their noise and step control are drawn and decided on the host, per step.
+inline const std::vector<std::string>& device_state_samplers() {
+  static const std::vector<std::string> names{"euler", "heun", "ddim", "dpmpp_2m", "dpmpp_3m", "dpm_solver", "unipc", "ipndm", "lms"};
+  return names;
+}
+
+struct DeviceSolveOutcome {
+  Batch x;  // x~ at the grid's last point, or the denoised x0 when denoise_at_end
+  Index nfe = 0;          // the sampler's evaluations, the final denoising included (as the host path counts)
+  Index model_calls = 0;  // the predictor's own count of its evaluations
+  bool failed = false;
+  std::string failure;
+};
+
 // The functions the backend library exports, as one table (see experiments/run/networks.hpp for the
 // loader). `stop` is polled between steps (SIGINT): when it returns true, training writes a
 // checkpoint and returns with `interrupted` set.
 struct NetworkBackend {
-  int abi_version = 3;  // 2: NetworkModel::make_score_jacobian; 3: feature networks, classifier training
+  // 2: NetworkModel::make_score_jacobian; 3: feature networks, classifier training; 4: solve_on_device.
+  // Fields are only ever appended, so a table of version v is a prefix of every later one: a program
+  // reads a field only when the backend's version has it.
+  int abi_version = 4;
   std::shared_ptr<const NetworkModel> (*load_checkpoint)(const std::string& file, const NetworkRuntime& runtime) = nullptr;
   std::shared_ptr<const NetworkModel> (*load_torchscript)(const TorchScriptSpec& spec, const NetworkRuntime& runtime) = nullptr;
   TrainingOutcome (*train)(const TrainingSpec& spec, const std::function<void(const TrainingProgress&)>& progress,
@@ -291,6 +340,10 @@ struct NetworkBackend {
   std::shared_ptr<const FeatureNetwork> (*load_features)(const FeatureSpec& spec, const NetworkRuntime& runtime) = nullptr;
   TrainingOutcome (*train_classifier)(const ClassifierTrainingSpec& spec, const std::function<void(const TrainingProgress&)>& progress,
                                       const std::function<bool()>& stop) = nullptr;
+  // Version 4. `model` must be one this backend loaded; throws std::invalid_argument for a sampler
+  // the device path does not run (naming the ones it does) and std::runtime_error for a model it
+  // cannot take. x_scaled: x~_T on the host (N x D), copied to the model's device once.
+  DeviceSolveOutcome (*solve_on_device)(const NetworkModel& model, const DeviceSolveSpec& spec, const Batch& x_scaled) = nullptr;
 };
 
 }  // namespace diffode

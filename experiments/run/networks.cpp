@@ -15,7 +15,11 @@ namespace diffode {
 namespace {
 
 constexpr const char* kLibraryName = "libdiffode_networks.so";
-constexpr int kAbiVersion = 3;
+// The interface this program is built with, and the oldest it still reads: version 4 only appended
+// solve_on_device to version 3's table, so a version-3 backend serves everything else (and
+// device_state_backend refuses it).
+constexpr int kAbiVersion = 4;
+constexpr int kOldestAbiVersion = 3;
 
 std::mutex backend_mutex;
 const NetworkBackend* installed = nullptr;
@@ -53,9 +57,9 @@ const NetworkBackend* open_backend() {
       continue;
     }
     const NetworkBackend* backend = entry();
-    if (backend == nullptr || backend->abi_version != kAbiVersion) {
-      why += fmt::format("\n  {}: interface version {} (this program needs {}): rebuild both together", path,
-                         backend ? backend->abi_version : 0, kAbiVersion);
+    if (backend == nullptr || backend->abi_version < kOldestAbiVersion || backend->abi_version > kAbiVersion) {
+      why += fmt::format("\n  {}: interface version {} (this program reads {} to {}): rebuild both together", path,
+                         backend ? backend->abi_version : 0, kOldestAbiVersion, kAbiVersion);
       continue;
     }
     return backend;
@@ -71,6 +75,15 @@ const NetworkBackend& network_backend() {
   const std::lock_guard lock(backend_mutex);
   if (installed == nullptr) installed = open_backend();
   return *installed;
+}
+
+const NetworkBackend& device_state_backend() {
+  const NetworkBackend& backend = network_backend();
+  if (backend.abi_version < 4 || backend.solve_on_device == nullptr)
+    throw std::runtime_error(fmt::format("state = \"device\" needs a network backend of interface version 4 (solve_on_device); this one is "
+                                         "version {}: rebuild {} with this program",
+                                         backend.abi_version, kLibraryName));
+  return backend;
 }
 
 void use_network_backend(const NetworkBackend* backend) {

@@ -14,6 +14,10 @@ namespace diffode {
 // failed (a build without LibTorch has no backend to open).
 const NetworkBackend& network_backend();
 
+// The backend, which must have solve_on_device (interface version 4); throws std::runtime_error
+// naming the version it found otherwise.
+const NetworkBackend& device_state_backend();
+
 // Installs a backend linked into the program (then nothing is opened).
 void use_network_backend(const NetworkBackend* backend);
 

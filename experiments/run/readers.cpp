@@ -136,9 +136,15 @@ const TableSchema& model_schema() {
        numbers_key("classes", "class of each component (K integers 0..C-1, each class owning one or more): p(x | c) is the class's "
                               "components renormalised; needed by [guidance]")
            .optional("none (one class)"),
-       string_key("device", "network, torchscript: where it runs, \"cpu\", \"cuda\" or \"cuda:N\" (the samples stay in host memory: "
-                            "each evaluation copies the batch there and back)")
+       string_key("device", "network, torchscript: where it runs, \"cpu\", \"cuda\" or \"cuda:N\" (with state = \"host\" the samples stay "
+                            "in host memory: each evaluation copies the batch there and back)")
            .fallback_str("cpu"),
+       string_key("state", "network, torchscript, sampling only: where the sampler's state lives: host memory, or the network's device "
+                           "(x_T copied there once, the sampler run on LibTorch tensors, the result copied back once; the deterministic "
+                           "fixed-grid samplers euler, heun (s_churn = 0), ddim (eta = 0), dpmpp_2m, dpmpp_3m, dpm_solver, unipc, ipndm, lms; "
+                           "unguided; no save_trajectory; the whole batch in one solve, so block_rows and --threads do not apply)")
+           .fallback_str("host")
+           .one_of({"host", "device"}),
        string_key("dtype", "network, torchscript: the network's arithmetic").fallback_str("float64").one_of({"float32", "float64"}),
        integer_key("batch_size", "network, torchscript: rows per network call (0: a block's rows in one call); results do not depend on it")
            .fallback_int(0)
@@ -334,7 +340,7 @@ std::optional<GuidanceSetup> read_network_guidance(ConfigTable& root, const Netw
 namespace {
 
 const std::vector<std::string> kMixtureKeys{"preset", "seed", "weights", "means", "variances", "classes"};
-const std::vector<std::string> kNetworkKeys{"device", "dtype", "batch_size", "ground_truth"};
+const std::vector<std::string> kNetworkKeys{"device", "dtype", "batch_size", "state", "ground_truth"};
 const std::vector<std::string> kTorchScriptKeys{"dims", "prediction", "signature", "time_input", "scale_free_input", "num_classes"};
 
 Parameterization parameterization_named(const std::string& name) {
@@ -352,7 +358,7 @@ std::string_view key_of_load_error(const std::string& what) {
 
 }  // namespace
 
-ModelSource read_model(ConfigTable t, const ConfigTable& process_table) {
+ModelSource read_model(ConfigTable t, const ConfigTable& process_table, bool device_state_allowed) {
   t = t.bind(model_schema());
   ModelSource m;
   m.kind = t.string("kind");
@@ -380,6 +386,10 @@ ModelSource read_model(ConfigTable t, const ConfigTable& process_table) {
     t.fail("device", fmt::format("'{}': expected \"cpu\", \"cuda\" or \"cuda:N\"", runtime.device));
   runtime.dtype = t.string("dtype");
   runtime.batch_size = t.integer("batch_size");
+  runtime.state = t.string("state");
+  if (runtime.state == "device" && !device_state_allowed)
+    t.fail("state", "\"device\" is for sampling runs (diffode sample, sweeps); this command runs on the host state");
+  m.state = runtime.state;
   TorchScriptSpec spec;
   if (torchscript) {
     for (const char* key : {"dims", "prediction"})

@@ -56,8 +56,10 @@ struct ModelSource {
   std::string kind;
   std::shared_ptr<const GaussianMixture> mixture;  // kind "mixture": the model; else the ground truth, or null
   std::shared_ptr<const NetworkModel> network;     // null for kind "mixture"
+  std::string state = "host";                      // [model] state: "host" or "device" (networks only)
 };
-ModelSource read_model(ConfigTable t, const ConfigTable& process_table);
+// `device_state_allowed`: whether [model] state = "device" is taken (sampling runs) or refused.
+ModelSource read_model(ConfigTable t, const ConfigTable& process_table, bool device_state_allowed = false);
 
 // [grid], read once; `build` makes the grid for its own step count or for another (the fine grid of
 // a strong-error reference), so a grid is never rebuilt by editing config text.

@@ -1,11 +1,16 @@
 #include "experiments/run/sampling.hpp"
 
 #include "experiments/run/hdf5_file.hpp"
+#include "experiments/run/networks.hpp"
 #include "experiments/run/output.hpp"
 #include "experiments/run/parallel.hpp"
 #include "models/network_guidance.hpp"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <algorithm>
+#include <utility>
 
 namespace diffode {
 namespace {
@@ -97,6 +102,79 @@ BlockResult run_block(const SamplingSetup& s, const RunGrid& g, const ClassBlock
   return out;
 }
 
+// [model] state = "device": what the device path runs, checked against the rest of the config, and
+// the sampler's options read again from [sampler] (read_sampler has validated them; the registry's
+// runner keeps them to itself).
+void read_device_state(ConfigTable& root, SamplingSetup& s) {
+  const ConfigTable model_table = root.table("model");
+  const std::string& name = s.sampler.name;
+  const auto& names = device_state_samplers();
+  if (std::find(names.begin(), names.end(), name) == names.end())
+    model_table.fail("state", fmt::format("\"device\" runs the deterministic fixed-grid samplers {}; [sampler] name = \"{}\" runs on the host "
+                                          "state only (state = \"host\")",
+                                          fmt::join(names, ", "), name));
+  if (s.sampler.stochastic)
+    model_table.fail("state", fmt::format("\"device\" runs deterministic samplers only, and [sampler] {} draws noise with {} (state = \"host\" "
+                                          "runs it)",
+                                          name, name == "ddim" ? "eta > 0" : "s_churn > 0"));
+  if (s.guidance)
+    model_table.fail("state", "\"device\" runs unguided sampling only: [guidance] (classifier-free guidance) runs on the host state (state = \"host\")");
+  if (s.run.save_trajectory)
+    root.table("run").fail("save_trajectory", "[model] state = \"device\" keeps the state on the device for the whole solve and copies back "
+                                              "only the result: save trajectories with state = \"host\"");
+  const SamplerEntry* entry = find_sampler(name);
+  ConfigTable o = root.table("sampler").bind(entry->options);
+  DeviceSolveSpec d;
+  d.sampler = name;
+  if (name == "dpm_solver" || name == "unipc" || name == "lms") d.order = static_cast<int>(o.integer("order"));
+  if (name == "ipndm") d.max_order = static_cast<int>(o.integer("max_order"));
+  if (name == "dpmpp_2m" || name == "dpmpp_3m") d.lower_order_final_below = static_cast<int>(o.integer("lower_order_final_below"));
+  if (name == "dpmpp_3m") d.form = o.string("form");
+  if (name == "unipc") {
+    d.variant = o.string("variant");
+    d.prediction = o.string("prediction");
+    d.lower_order_final = o.boolean("lower_order_final");
+    d.corrector = o.boolean("corrector");
+  }
+  if (name == "lms") d.startup = o.string("startup");
+  s.device_solve = std::move(d);
+}
+
+// The device path of run_sampling: one solve of the whole batch on the network's device, then the
+// host path's scaling back to the process's x.
+SamplingOutcome run_on_device(const SamplingSetup& s, const RunGrid& g, Batch initial) {
+  const NetworkBackend& backend = device_state_backend();
+  const Process& process = *s.process;
+  SamplingOutcome out;
+  out.state = "device";
+  out.initial = std::move(initial);
+  const Batch x = out.initial / alpha_at_scaled_sigma(process, g.sigmas.front());
+  DeviceSolveSpec spec = *s.device_solve;
+  spec.sigmas.assign(g.sigmas.begin(), g.sigmas.end());
+  spec.denoise_at_end = g.denoise_at_end;
+  spec.unit_alpha = process.unit_alpha();
+  // ScaledDenoiser's levels at sigma~ (solvers/diffusion/denoiser.hpp), on the host.
+  spec.levels = [&process](double sigma) {
+    const double t = process.t_of_scaled_sigma(sigma);
+    return std::pair{process.alpha(t), process.sigma(t)};
+  };
+  DeviceSolveOutcome r;
+  try {
+    r = backend.solve_on_device(*s.network, spec, x);
+  } catch (const std::exception& e) {
+    r = DeviceSolveOutcome{.x = x, .failed = true, .failure = fmt::format("exception: {}", e.what())};
+  }
+  out.nfe = static_cast<double>(r.nfe);
+  out.model_calls = static_cast<double>(r.model_calls);
+  out.failed = r.failed;
+  out.failure = r.failure;
+  out.samples = std::move(r.x);
+  if (r.failed || !g.denoise_at_end) out.samples *= alpha_at_scaled_sigma(process, g.sigmas.back());
+  out.sigma_end = g.denoise_at_end ? 0.0 : g.sigmas.back();
+  out.alpha_end = alpha_at_scaled_sigma(process, out.sigma_end);
+  return out;
+}
+
 }  // namespace
 
 std::unique_ptr<Predictor<Batch>> SamplingSetup::make_predictor(Index run_class) const {
@@ -121,7 +199,7 @@ std::vector<std::int64_t> SamplingSetup::labels() const {
 SamplingSetup read_sampling_setup(ConfigTable& root) {
   SamplingSetup s;
   s.process = read_process(root.table("process"));
-  ModelSource model = read_model(root.table("model"), root.table("process"));
+  ModelSource model = read_model(root.table("model"), root.table("process"), /*device_state_allowed=*/true);
   s.mixture = std::move(model.mixture);
   s.network = std::move(model.network);
   s.guidance = s.network ? read_network_guidance(root, *s.network) : read_guidance(root, *s.mixture);
@@ -160,6 +238,7 @@ SamplingSetup read_sampling_setup(ConfigTable& root) {
                state_bytes * (4.0 + (s.run.save_trajectory ? static_cast<double>(s.grid.t.size()) : 0.0)));
   if (s.run.save_trajectory && s.sampler.adaptive)
     run_table.fail("save_trajectory", fmt::format("the adaptive sampler '{}' takes its own steps: no grid trajectory to save", s.sampler.name));
+  if (model.state == "device") read_device_state(root, s);
   return s;
 }
 
@@ -192,6 +271,7 @@ SamplingOutcome run_sampling(const SamplingSetup& s, Batch initial, int threads,
 
 SamplingOutcome run_sampling(const SamplingSetup& s, Batch initial, const TimeGrid& grid, int threads, InitialCopy copy) {
   const RunGrid g = run_grid(s.sampler, grid);
+  if (s.device_solve) return run_on_device(s, g, std::move(initial));
   SamplingOutcome out;
   const double alpha_start = alpha_at_scaled_sigma(*s.process, g.sigmas.front());
   if (copy == InitialCopy::keep) {

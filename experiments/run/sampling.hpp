@@ -13,6 +13,14 @@
 // Results depend on [run] seed and block_rows, never on the thread count: blocks are fixed, noise is
 // keyed by (seed, global row), and each block has its own predictor.
 //
+// [model] state = "device" (networks only) runs the whole solve through the network backend's
+// solve_on_device (models/network.hpp): x~_T is copied to the network's device once, the sampler
+// runs there on LibTorch tensors, the result comes back once, and the final step is taken there too.
+// The whole batch is one solve (block_rows and threads do not apply: the device path runs only
+// samplers whose rows are independent). It runs the deterministic fixed-grid samplers
+// (device_state_samplers()), unguided and without save_trajectory; anything else is refused when the
+// config is read, naming the key.
+//
 // [guidance] class = "all" samples every class c = 0..C-1 in turn: rows [c m, (c + 1) m), m = N / C,
 // are class c's, a run of its own: its x_T is the x_T of a run of m samples from the run's seed,
 // its blocks start at its first row and its noise is keyed by (seed, row within the class). So each
@@ -24,6 +32,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -41,6 +50,9 @@ struct SamplingSetup {
   ConfiguredSampler sampler;
   RunSettings run;
   Batch initial_from_file;  // x_T when [run] initial_file is given (checked at read time)
+  // [model] state = "device": the sampler and its options for solve_on_device (the grid, levels and
+  // final step are filled in per run); nullopt on the host state.
+  std::optional<DeviceSolveSpec> device_solve;
 
   Index dims() const { return network ? network->dims() : mixture->dims(); }
   Index samples() const { return run.initial_file.empty() ? run.samples : initial_from_file.rows(); }
@@ -72,6 +84,7 @@ struct SamplingOutcome {
   std::string failure;
   double sigma_end = 0;  // scale-free sigma~ of the result: 0 when the run ended at zero or denoised
   double alpha_end = 1;
+  std::string state = "host";  // where the sampler's state lived: "host" or "device"
 };
 
 // Whether the outcome keeps x_T (`initial`), or turns its storage into the state being solved: a

@@ -5,7 +5,8 @@
 // network's device and dtype and the prediction back (zero-copy on the CPU in float64: the module
 // reads the batch's own memory), in chunks of NetworkRuntime::batch_size rows. On CUDA that is one
 // host->device and one device->host copy of the batch per evaluation; a solve that keeps its state
-// on the device uses the torch state (core/state_torch.hpp) instead, not these predictors.
+// on the device (solvers/diffusion/device_solve_torch.hpp) uses the tensor predictors of the same models
+// (make_tensor_predictor), which run the same operations on tensors already on the device.
 //
 // Rows are independent: a row's prediction depends on its own x, alpha and sigma only, never on
 // which chunk it falls in, so a run's samples do not depend on batch_size (tested bitwise on the CPU
@@ -14,6 +15,7 @@
 // it; the samplers' own threads run separate blocks with separate predictors.
 #include "models/torch/network_model_torch.hpp"
 
+#include "core/state_torch.hpp"
 #include "models/torch/score_mlp_torch.hpp"
 
 #include <fmt/format.h>
@@ -295,8 +297,8 @@ class CheckpointModel final : public NetworkModel, public std::enable_shared_fro
   Index dims() const override { return spec_.dims(); }
   Index classes() const override { return spec_.classes(); }
   std::string description() const override {
-    return fmt::format("network {} (sha256 {}): {}; {} {}, batch_size {}", file_, sha256_, describe(spec_), runtime_.device, runtime_.dtype,
-                       runtime_.batch_size);
+    return fmt::format("network {} (sha256 {}): {}; {} {}, batch_size {}, state {}", file_, sha256_, describe(spec_), runtime_.device,
+                       runtime_.dtype, runtime_.batch_size, runtime_.state);
   }
   std::unique_ptr<Predictor<Batch>> make_predictor(int label) const override {
     if (label >= 0 && label >= classes())
@@ -329,6 +331,28 @@ class CheckpointModel final : public NetworkModel, public std::enable_shared_fro
       return repeated(map.on_x, copies, device_, dtype_).unsqueeze(1) * xs +
              repeated(map.on_prediction, copies, device_, dtype_).unsqueeze(1) * prediction;
     };
+  }
+
+  // evaluate() on a state that is already a tensor on the network's device (the device-resident
+  // solve, solvers/diffusion/device_solve_torch.hpp): the same chunks and the same operations, without
+  // the copies from and to host memory. x: [N, D] float64; alpha, sigma: [N] float64; out: [N, D]
+  // float64 on the device.
+  void evaluate_tensor(const torch::Tensor& x, const torch::Tensor& alpha, const torch::Tensor& sigma, int label, torch::Tensor& out) const {
+    if (x.dim() != 2 || x.size(1) != dims())
+      throw std::invalid_argument(fmt::format("{}: a state of shape [{}] for a network of {} dimensions", file_, fmt::join(x.sizes(), ", "), dims()));
+    const Index n = x.size(0);
+    const torch::NoGradGuard no_grad;
+    const Index chunk = std::max<Index>(1, chunk_rows(runtime_, n));
+    const torch::Tensor xs = x.to(device_, dtype_), a = alpha.to(device_, dtype_), s = sigma.to(device_, dtype_);
+    std::vector<torch::Tensor> parts;
+    for (Index begin = 0; begin < n; begin += chunk) {
+      const Index end = std::min(n, begin + chunk);
+      torch::Tensor labels;
+      if (classes() > 0)
+        labels = torch::full({end - begin}, label < 0 ? classes() : label, torch::TensorOptions().dtype(torch::kInt64).device(device_));
+      parts.push_back(conditioned_prediction(network_, spec_, xs.slice(0, begin, end), a.slice(0, begin, end), s.slice(0, begin, end), labels));
+    }
+    out = (parts.size() == 1 ? parts.front() : torch::cat(parts, 0)).to(torch::kFloat64);
   }
 
   void evaluate(const Batch& x, const PerSample& alpha, const PerSample& sigma, int label, Batch& out) const {
@@ -366,6 +390,22 @@ Parameterization CheckpointPredictor::native() const { return model_->native(); 
 void CheckpointPredictor::evaluate(const Batch& x, const PerSample& alpha, const PerSample& sigma, Batch& out) const {
   model_->evaluate(x, alpha, sigma, label_, out);
 }
+
+// A checkpoint's predictor on device-resident torch state (make_tensor_predictor).
+class CheckpointTensorPredictor final : public Predictor<torch::Tensor> {
+ public:
+  CheckpointTensorPredictor(std::shared_ptr<const CheckpointModel> model, int label) : model_(std::move(model)), label_(label) {}
+  Parameterization native() const override { return model_->native(); }
+
+ protected:
+  void evaluate(const torch::Tensor& x, const torch::Tensor& alpha, const torch::Tensor& sigma, torch::Tensor& out) const override {
+    model_->evaluate_tensor(x, alpha, sigma, label_, out);
+  }
+
+ private:
+  std::shared_ptr<const CheckpointModel> model_;
+  int label_;
+};
 
 // ---------------------------------------------------------------------------------------------
 // TorchScript modules. The module was trained under one process (TorchScriptSpec's functions) and
@@ -447,9 +487,9 @@ class TorchScriptModel final : public NetworkModel, public std::enable_shared_fr
   Index classes() const override { return spec_.classes; }
   std::string description() const override {
     return fmt::format("torchscript {} (sha256 {}): dims {}, prediction {}, signature {}, time_input {}, scale_free_input {}, classes {}; "
-                       "{} {}, batch_size {}",
+                       "{} {}, batch_size {}, state {}",
                        spec_.file, sha256_, spec_.dims, to_string(spec_.prediction), spec_.signature, spec_.time_input,
-                       spec_.scale_free_input, spec_.classes, runtime_.device, runtime_.dtype, runtime_.batch_size);
+                       spec_.scale_free_input, spec_.classes, runtime_.device, runtime_.dtype, runtime_.batch_size, runtime_.state);
   }
   std::unique_ptr<Predictor<Batch>> make_predictor(int label) const override {
     if (label >= 0 && label >= classes())
@@ -488,6 +528,57 @@ class TorchScriptModel final : public NetworkModel, public std::enable_shared_fr
       return repeated(map.on_x, copies, device_, dtype_).unsqueeze(1) * xs +
              repeated(map.on_prediction, copies, device_, dtype_).unsqueeze(1) * prediction;
     };
+  }
+
+  // evaluate() on a state that is already a tensor on the module's device (the device-resident
+  // solve), with the same per-row arithmetic. The module's levels come from host functions of its
+  // training process, so the per-sample (alpha, sigma) are read on the host: 4 numbers (their
+  // ranges) when the whole batch shares one level, as the fixed-grid samplers ask, else all N.
+  void evaluate_tensor(const torch::Tensor& x, const torch::Tensor& alpha, const torch::Tensor& sigma, int label, torch::Tensor& out) const {
+    if (x.dim() != 2 || x.size(1) != dims())
+      throw std::invalid_argument(fmt::format("{}: a state of shape [{}] for a module of {} dimensions", spec_.file, fmt::join(x.sizes(), ", "), dims()));
+    const Index n = x.size(0);
+    const torch::NoGradGuard no_grad;
+    const auto f64 = torch::TensorOptions().dtype(torch::kFloat64).device(device_);
+    const torch::Tensor xf = x.to(device_, torch::kFloat64), a = alpha.to(device_, torch::kFloat64), s = sigma.to(device_, torch::kFloat64);
+    if (n == 0) {
+      out = torch::empty({0, dims()}, f64);
+      return;
+    }
+    const torch::Tensor ends = torch::stack({a.min(), a.max(), s.min(), s.max()}).to(torch::kCPU).contiguous();
+    const double* e = ends.data_ptr<double>();
+    const bool uniform = e[0] == e[1] && e[2] == e[3];
+    PerSample a_host, s_host;
+    if (uniform) {
+      a_host = PerSample::Constant(1, e[0]);
+      s_host = PerSample::Constant(1, e[2]);
+    } else {
+      const torch::Tensor ah = a.to(torch::kCPU).contiguous(), sh = s.to(torch::kCPU).contiguous();
+      a_host = Eigen::Map<const PerSample>(ah.data_ptr<double>(), n);
+      s_host = Eigen::Map<const PerSample>(sh.data_ptr<double>(), n);
+    }
+    Rows r;
+    levels(a_host.data(), s_host.data(), a_host.size(), r);
+    // A per-row value as an [n, 1] float64 column on the device.
+    const auto column = [&](const Eigen::ArrayXd& v) {
+      if (uniform) return torch::full({n, 1}, v[0], f64);
+      return values_to_tensor(v.data(), n, device_, torch::kFloat64).reshape({n, 1});
+    };
+    const bool rescale = (r.input_scale != 1.0).any();
+    const torch::Tensor x_m = rescale ? xf * column(r.input_scale) : xf;
+    const torch::Tensor time = column(r.time).reshape({n});
+    const Index chunk = std::max<Index>(1, chunk_rows(runtime_, n));
+    std::vector<torch::Tensor> parts;
+    for (Index begin = 0; begin < n; begin += chunk) {
+      const Index end = std::min(n, begin + chunk);
+      const torch::Tensor f = call_tensor(x_m.slice(0, begin, end).to(dtype_), time.slice(0, begin, end).to(dtype_), end - begin, label);
+      check_output(f, end - begin);
+      parts.push_back(f);
+    }
+    torch::Tensor prediction = (parts.size() == 1 ? parts.front() : torch::cat(parts, 0)).to(torch::kFloat64);
+    if (spec_.prediction != Parameterization::eps && spec_.prediction != Parameterization::x0)
+      prediction = column(r.on_x) * x_m + column(r.on_output) * prediction;
+    out = prediction;
   }
 
   void evaluate(const Batch& x, const PerSample& alpha, const PerSample& sigma, int label, Batch& out) const {
@@ -570,7 +661,11 @@ class TorchScriptModel final : public NetworkModel, public std::enable_shared_fr
   }
 
   torch::Tensor call(const torch::Tensor& x, const Eigen::ArrayXd& time, Index rows, int label) const {
-    std::vector<torch::jit::IValue> inputs{x, values_to_tensor(time.data(), rows, device_, dtype_)};
+    return call_tensor(x, values_to_tensor(time.data(), rows, device_, dtype_), rows, label);
+  }
+
+  torch::Tensor call_tensor(const torch::Tensor& x, const torch::Tensor& time, Index rows, int label) const {
+    std::vector<torch::jit::IValue> inputs{x, time};
     if (spec_.signature == "x_t_class")
       inputs.emplace_back(torch::full({rows}, label < 0 ? spec_.classes : label, torch::TensorOptions().dtype(torch::kInt64).device(device_)));
     const torch::jit::IValue result = module_.forward(inputs);
@@ -626,7 +721,39 @@ void TorchScriptPredictor::evaluate(const Batch& x, const PerSample& alpha, cons
   model_->evaluate(x, alpha, sigma, label_, out);
 }
 
+// A module's predictor on device-resident torch state (make_tensor_predictor).
+class TorchScriptTensorPredictor final : public Predictor<torch::Tensor> {
+ public:
+  TorchScriptTensorPredictor(std::shared_ptr<const TorchScriptModel> model, int label) : model_(std::move(model)), label_(label) {}
+  Parameterization native() const override { return model_->native(); }
+
+ protected:
+  void evaluate(const torch::Tensor& x, const torch::Tensor& alpha, const torch::Tensor& sigma, torch::Tensor& out) const override {
+    model_->evaluate_tensor(x, alpha, sigma, label_, out);
+  }
+
+ private:
+  std::shared_ptr<const TorchScriptModel> model_;
+  int label_;
+};
+
 }  // namespace
+
+std::unique_ptr<Predictor<torch::Tensor>> make_tensor_predictor(const NetworkModel& model, int label) {
+  if (label >= 0 && label >= model.classes())
+    throw std::invalid_argument(fmt::format("class {} of a network with {} classes", label, model.classes()));
+  if (const auto* checkpoint = dynamic_cast<const CheckpointModel*>(&model))
+    return std::make_unique<CheckpointTensorPredictor>(checkpoint->shared_from_this(), label);
+  if (const auto* module = dynamic_cast<const TorchScriptModel*>(&model))
+    return std::make_unique<TorchScriptTensorPredictor>(module->shared_from_this(), label);
+  throw std::runtime_error("the device-resident solve takes a network this backend loaded (a checkpoint or a TorchScript module)");
+}
+
+torch::Device network_device(const NetworkModel& model) {
+  if (const auto* checkpoint = dynamic_cast<const CheckpointModel*>(&model)) return checkpoint->device();
+  if (const auto* module = dynamic_cast<const TorchScriptModel*>(&model)) return module->device();
+  throw std::runtime_error("the device-resident solve takes a network this backend loaded (a checkpoint or a TorchScript module)");
+}
 
 std::shared_ptr<const NetworkModel> load_checkpoint_model(const std::string& file, const NetworkRuntime& runtime) {
   return std::make_shared<const CheckpointModel>(file, runtime);
