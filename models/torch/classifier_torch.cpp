@@ -386,7 +386,7 @@ ImageClassifier load_classifier(const std::string& file, ClassifierArchitecture&
   try {
     torch::serialize::InputArchive weights;
     archive.read("weights", weights);
-    network->load(weights);
+    load_weights(*network, weights, file);
   } catch (const c10::Error& e) {
     throw std::runtime_error(fmt::format("{}: damaged classifier checkpoint (weights): {}", file, e.what_without_backtrace()));
   }

@@ -298,13 +298,43 @@ void save_network(const std::string& file, const NetworkSpec& spec, ScoreNetwork
   save_archive_atomically(archive, file);
 }
 
+namespace {
+
+void load_weights_under(torch::nn::Module& module, torch::serialize::InputArchive& archive, const std::string& file,
+                        const std::string& prefix) {
+  const torch::NoGradGuard no_grad;
+  const auto copy_into = [&](const std::string& name, torch::Tensor& target, bool is_buffer) {
+    torch::Tensor stored;
+    if (!archive.try_read(name, stored, is_buffer))
+      throw std::runtime_error(fmt::format("{}: damaged checkpoint: no tensor '{}{}'", file, prefix, name));
+    if (stored.sizes() != target.sizes())
+      throw std::runtime_error(fmt::format("{}: damaged checkpoint: '{}{}' is {}, the network's is {}", file, prefix, name,
+                                           fmt::join(stored.sizes(), " x "), fmt::join(target.sizes(), " x ")));
+    target.copy_(stored);  // converts the stored dtype (and device) to the module's
+  };
+  for (auto& parameter : module.named_parameters(/*recurse=*/false)) copy_into(parameter.key(), parameter.value(), false);
+  for (auto& buffer : module.named_buffers(/*recurse=*/false)) copy_into(buffer.key(), buffer.value(), true);
+  for (const auto& child : module.named_children()) {
+    torch::serialize::InputArchive child_archive;
+    if (!archive.try_read(child.key(), child_archive))
+      throw std::runtime_error(fmt::format("{}: damaged checkpoint: no module '{}{}'", file, prefix, child.key()));
+    load_weights_under(*child.value(), child_archive, file, prefix + child.key() + ".");
+  }
+}
+
+}  // namespace
+
+void load_weights(torch::nn::Module& module, torch::serialize::InputArchive& archive, const std::string& file) {
+  load_weights_under(module, archive, file, "");
+}
+
 ScoreNetwork load_network(const std::string& file, NetworkSpec& spec) {
   torch::serialize::InputArchive archive = open_network_archive(file, spec);
   ScoreNetwork network = make_network(spec);
   try {
     torch::serialize::InputArchive weights;
     archive.read("weights", weights);
-    network->load(weights);
+    load_weights(*network, weights, file);
   } catch (const c10::Error& e) {
     throw std::runtime_error(fmt::format("{}: damaged diffode network checkpoint (weights): {}", file, e.what_without_backtrace()));
   }

@@ -112,6 +112,13 @@ inline void save_network(const std::string& file, const NetworkSpec& spec, const
 // Throws std::runtime_error naming the file when it is missing or not a diffode checkpoint.
 ScoreNetwork load_network(const std::string& file, NetworkSpec& spec);
 
+// Reads `module`'s parameters and buffers (recursively, as torch::nn::Module::save wrote them) from
+// `archive`, converted to the module's dtype. Module::load does not convert: a float32 module
+// handed float64 weights points its float32 tensors at the float64 bytes (LibTorch 1.13), which
+// gives garbage, so a checkpoint trained in float64 would not load. Throws std::runtime_error
+// naming `file` and the tensor on a missing tensor or a shape mismatch.
+void load_weights(torch::nn::Module& module, torch::serialize::InputArchive& archive, const std::string& file);
+
 // The parts of a checkpoint, for training_torch.cpp (which adds its "training" archive).
 void write_network_archive(torch::serialize::OutputArchive& archive, const NetworkSpec& spec, ScoreNetworkImpl& network);
 // Opens `file` as a diffode checkpoint (its tensors mapped to `device`) and reads its spec; throws

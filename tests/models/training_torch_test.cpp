@@ -322,6 +322,33 @@ TEST(ScoreMlp, CheckpointRoundTripAndRefusals) {
 // A tiny network trained for a few seconds on the ring: its EMA denoiser at sigma~ = 1 is far
 // closer to the exact mixture's than the trivial denoisers are (a loose check that training learns
 // the right function, not a quality figure).
+// A checkpoint keeps the training dtype's weights; loading converts them to the network's dtype.
+// (LibTorch's Module::load would point a float32 module's tensors at float64 bytes: garbage.)
+TEST(Training, AFloat64TrainedCheckpointLoadsItsOwnWeights) {
+  const fs::path dir = temp_dir();
+  TrainingSpec s = tiny_spec();
+  s.steps = 3;
+  s.checkpoint_every = 0;
+  s.dtype = "float64";
+  s.checkpoint_file = (dir / "f64.pt").string();
+  train_network(s, {}, {});
+  // The stored weights, read by LibTorch into a module of their own dtype (where Module::load works).
+  NetworkSpec spec;
+  torch::serialize::InputArchive archive = open_network_archive(s.checkpoint_file, spec), weights;
+  archive.read("weights", weights);
+  ScoreNetwork stored = make_network(spec);
+  stored->to(torch::kFloat64);
+  stored->load(weights);
+  const ScoreNetwork loaded = load_network(s.checkpoint_file, spec);  // float32, as make_network builds it
+  const auto a = loaded->named_parameters(), b = stored->named_parameters();
+  ASSERT_EQ(a.size(), b.size());
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i].value().scalar_type(), torch::kFloat32) << a[i].key();
+    EXPECT_TRUE(torch::equal(a[i].value(), b[i].value().to(torch::kFloat32))) << a[i].key();
+  }
+  fs::remove_all(dir);
+}
+
 TEST(Training, TrainedDenoiserApproachesTheExactMixtureAtMidNoise) {
   const fs::path dir = temp_dir();
   TrainingSpec s = tiny_spec();
