@@ -31,6 +31,8 @@ enum class NoiseKind {
   per_step,  // fresh N(0, I) per step, keyed by (seed, step, sample, dim): cheap, the default
   brownian,  // increments of one Brownian path per seed (a virtual Brownian tree): the same path on
              // every grid, what strong errors against a fine grid need
+  brownian_grid,  // a Brownian-bridge tree on the run's own grid (brownian_grid.hpp): the same path on
+                  // every grid that is each 2^k-th point of it, at about the per-step noise's cost
 };
 std::string_view noise_kind_name(NoiseKind kind);
 
