@@ -23,7 +23,7 @@
 //
 // Walking the grid in order, the nodes on the path from the root to the last query are kept with
 // their drawn midpoints, so each node is drawn once per walk: N normals per element for the N + 1
-// grid points, one fill of the per-step source and three flops per element per step, amortised.
+// grid points: one fill of the per-step source and a few flops per element per step, amortised.
 //
 // Points strictly inside a skeleton interval (t_i, t_{i+1}) (the stage points of Heun- or SRA-type
 // steppers) bisect that interval in time, dyadically, each midpoint drawn from the bridge law given

@@ -159,6 +159,11 @@ TEST(SamplerNoise, SweepStrongErrorNeedsTheBrownianPath) {
   EXPECT_EQ(error_of("name = \"euler_ancestral\"", "strong_steps = 16"), "no error");
   EXPECT_EQ(error_of("name = \"euler_ancestral\"\nnoise = \"brownian\"", "strong_steps = 16"), "no error");
   EXPECT_EQ(error_of("name = \"euler_ancestral\"\nnoise = \"per_step\"", "strong = false"), "no error");
+  // The grid path is the path of the run's own grid; the fine grid (the same schedule at
+  // strong_steps) does not nest in it in general, so it is refused too.
+  const std::string grid = error_of("name = \"euler_ancestral\"\nnoise = \"brownian_grid\"", "strong_steps = 16");
+  EXPECT_NE(grid.find("metrics.strong"), std::string::npos) << grid;
+  EXPECT_EQ(error_of("name = \"euler_ancestral\"\nnoise = \"brownian_grid\"", "strong = false"), "no error");
 }
 
 }  // namespace
