@@ -42,7 +42,8 @@ enum class NoiseIsa { automatic, baseline, avx2, avx512 };
 }  // namespace detail
 
 // Standard normals keyed by (seed, stream, step, sample, dim). `stream` separates independent uses
-// under one seed (a predictor's and a corrector's noise, an SRA step's dW and its Levy area).
+// under one seed (a predictor's and a corrector's noise, an SRA step's dW and its Levy area, the
+// grid path's skeleton and interior nodes: streams 3 and 4, brownian_grid.hpp).
 class StepNormals {
  public:
   static constexpr std::uint32_t max_stream = 127;
