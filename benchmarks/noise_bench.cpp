@@ -1,8 +1,11 @@
 // Cost of a stochastic sampler's noise per sample-step (ns per sample x dim x step): the per-step
 // source (StepNormals) on each instruction set its kernel is built for, the Brownian tree asked at
 // every grid point (BrownianPath::point, as the samplers did before), and the same tree through BrownianInterval (the upper levels cached), all
-// walking a 20-step Karras grid over sigma in [0, 80], the tree at depth 40 and 24.
+// walking a 20-step Karras grid over sigma in [0, 80], the tree at depth 40 and 24; and the
+// Brownian-bridge tree on that grid (BrownianGrid, noise = "brownian_grid"), walked in order by a
+// fresh instance per pass (its first pass over the grid, as a sampler's block sees it).
 #include "solvers/brownian.hpp"
+#include "solvers/brownian_grid.hpp"
 #include "solvers/noise.hpp"
 
 #include <benchmark/benchmark.h>
@@ -70,6 +73,19 @@ void BM_Interval(benchmark::State& state, int depth) {
   set_rate(state, 20);
 }
 
+void BM_BridgeGrid(benchmark::State& state) {
+  const std::vector<double> grid = karras_grid(20);
+  diffode::Batch w(kRows, kDims);
+  for (auto _ : state) {
+    diffode::BrownianGrid path(1, grid, kDims);
+    for (double t : grid) {
+      path.point(t, 0, w);
+      benchmark::DoNotOptimize(w.data());
+    }
+  }
+  set_rate(state, 20);
+}
+
 BENCHMARK_CAPTURE(BM_PerStep, baseline, diffode::detail::NoiseIsa::baseline)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_PerStep, avx2, diffode::detail::NoiseIsa::avx2)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_PerStep, avx512, diffode::detail::NoiseIsa::avx512)->Unit(benchmark::kMillisecond);
@@ -77,6 +93,7 @@ BENCHMARK_CAPTURE(BM_Tree, depth_40, 40)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_Interval, depth_40, 40)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_Tree, depth_24, 24)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_Interval, depth_24, 24)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_BridgeGrid)->Unit(benchmark::kMillisecond);
 
 }  // namespace
 

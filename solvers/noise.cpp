@@ -23,7 +23,14 @@
 
 namespace diffode {
 
-std::string_view noise_kind_name(NoiseKind kind) { return kind == NoiseKind::per_step ? "per_step" : "brownian"; }
+std::string_view noise_kind_name(NoiseKind kind) {
+  switch (kind) {
+    case NoiseKind::per_step: return "per_step";
+    case NoiseKind::brownian: return "brownian";
+    case NoiseKind::brownian_grid: return "brownian_grid";
+  }
+  return "unknown";
+}
 
 namespace detail {
 

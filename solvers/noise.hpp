@@ -31,6 +31,8 @@ enum class NoiseKind {
   per_step,  // fresh N(0, I) per step, keyed by (seed, step, sample, dim): cheap, the default
   brownian,  // increments of one Brownian path per seed (a virtual Brownian tree): the same path on
              // every grid, what strong errors against a fine grid need
+  brownian_grid,  // a Brownian-bridge tree on the run's own grid (brownian_grid.hpp): the same path on
+                  // every grid that is each 2^k-th point of it, at about the per-step noise's cost
 };
 std::string_view noise_kind_name(NoiseKind kind);
 
@@ -40,7 +42,8 @@ enum class NoiseIsa { automatic, baseline, avx2, avx512 };
 }  // namespace detail
 
 // Standard normals keyed by (seed, stream, step, sample, dim). `stream` separates independent uses
-// under one seed (a predictor's and a corrector's noise, an SRA step's dW and its Levy area).
+// under one seed (a predictor's and a corrector's noise, an SRA step's dW and its Levy area, the
+// grid path's skeleton and interior nodes: streams 3 and 4, brownian_grid.hpp).
 class StepNormals {
  public:
   static constexpr std::uint32_t max_stream = 127;

@@ -35,13 +35,21 @@ const TableSchema& sampler_table_schema() {
   return schema;
 }
 
-KeySpec noise_key() {
+KeySpec noise_key(bool grid_path) {
+  if (!grid_path)
+    return string_key("noise",
+                      "the noise of a stochastic sampler: fresh normals per step (cheap), or increments of one Brownian path per seed "
+                      "(a virtual Brownian tree, the same path on every grid: what a strong error against a finer grid needs; the "
+                      "default before per_step)")
+        .fallback_str("per_step")
+        .one_of({"per_step", "brownian"});
   return string_key("noise",
                     "the noise of a stochastic sampler: fresh normals per step (cheap), or increments of one Brownian path per seed "
                     "(a virtual Brownian tree, the same path on every grid: what a strong error against a finer grid needs; the "
-                    "default before per_step)")
+                    "default before per_step), or brownian_grid: a Brownian-bridge tree on the run's own grid, the same path on "
+                    "every grid that is each 2^k-th point of it (not on other grids), at about the per-step cost")
       .fallback_str("per_step")
-      .one_of({"per_step", "brownian"});
+      .one_of({"per_step", "brownian", "brownian_grid"});
 }
 
 ConfiguredSampler read_sampler(ConfigTable table) {
@@ -59,7 +67,8 @@ ConfiguredSampler read_sampler(ConfigTable table) {
   options.string("name");
   ConfiguredSampler sampler = entry->configure(options);
   if (std::ranges::any_of(entry->options.keys, [](const KeySpec& k) { return k.key == "noise"; })) {
-    sampler.noise = options.string("noise") == "brownian" ? NoiseKind::brownian : NoiseKind::per_step;
+    const std::string noise = options.string("noise");
+    sampler.noise = noise == "brownian" ? NoiseKind::brownian : noise == "brownian_grid" ? NoiseKind::brownian_grid : NoiseKind::per_step;
     sampler.noise_given = options.has("noise");
   }
   options.finish();

@@ -88,8 +88,9 @@ ConfiguredSampler read_sampler(ConfigTable table);
 // The [sampler] table's own schema (the key `name`), and one sampler's options with `name` added.
 const TableSchema& sampler_table_schema();
 
-// The key `noise`, which every sampler that can draw noise declares among its options.
-KeySpec noise_key();
+// The key `noise`, which every sampler that can draw noise declares among its options; `grid_path`:
+// it offers brownian_grid (the samplers that draw through SigmaNoise, solvers/diffusion/sampler.hpp).
+KeySpec noise_key(bool grid_path = true);
 
 // `diffode samplers`: every entry with its family, summary, options and defaults.
 std::string describe_samplers();

@@ -10,6 +10,7 @@
 
 #include "core/state.hpp"
 #include "solvers/brownian.hpp"
+#include "solvers/brownian_grid.hpp"
 #include "solvers/noise.hpp"
 #include "solvers/integrate.hpp"
 
@@ -118,7 +119,10 @@ inline AncestralStep ancestral_step(double sigma_from, double sigma_to, double e
 //   per_step  z = a fresh N(0, I) keyed by (seed, step index, sample, dim) (StepNormals, stream 0);
 //   brownian  from a Brownian path W over sigma in [0, sigma_max]: the noise of a step sigma ->
 //             sigma_next is (W(sigma_next) - W(sigma)) / sqrt(|sigma_next - sigma|) (k-diffusion's
-//             BrownianTreeNoiseSampler convention), so a finer grid sees the same path.
+//             BrownianTreeNoiseSampler convention), so a finer grid sees the same path;
+//   brownian_grid  the same convention on a Brownian-bridge tree whose skeleton is the sampler's own
+//             grid (BrownianGrid, solvers/brownian_grid.hpp): the same path on every grid that is each
+//             2^k-th point of it, at about the per-step kind's cost.
 // Either way steps get independent N(0, I) noise and the same seed gives the same noise at any
 // batch split or thread count. The Brownian kind walks its path through a BrownianInterval, which
 // keeps the last query's upper tree levels: an instance is single-threaded (one per block).
@@ -134,6 +138,13 @@ class SigmaNoise {
         first_sample_(first_sample) {}
   // The per-step kind.
   static SigmaNoise per_step(std::uint64_t seed, Index dims, Index first_sample = 0) { return SigmaNoise(seed, dims, first_sample); }
+  // The grid kind, on the skeleton `sigmas` (the grid the sampler walks, or one it nests in).
+  static SigmaNoise brownian_grid(std::uint64_t seed, std::span<const double> sigmas, Index dims, Index first_sample = 0) {
+    SigmaNoise noise(seed, dims, first_sample);
+    noise.kind_ = NoiseKind::brownian_grid;
+    noise.grid_.emplace(seed, sigmas, dims);
+    return noise;
+  }
 
   NoiseKind kind() const { return kind_; }
   Index dims() const { return dims_; }
@@ -158,7 +169,8 @@ class SigmaNoise {
   // by StateOps::update(x, x, scale, {{1.0, z}}), which is what every ancestral sampler does with
   // its noise. For a Batch and per-step noise the normals are drawn and added a few rows at a time
   // (StepNormals keys each value by its sample, so a chunk's rows are the rows of a whole fill):
-  // no state-sized noise array, and the noise is added while it is still in L1.
+  // no state-sized noise array, and the noise is added while it is still in L1. For a Batch and
+  // the grid kind, z is formed and added in one pass over the path's two points.
   void add(std::size_t step, double sigma, double sigma_next, State& x, double scale) const {
     if constexpr (std::is_same_v<State, Batch>) {
       if (kind_ == NoiseKind::per_step) {
@@ -182,13 +194,29 @@ class SigmaNoise {
         }
         return;
       }
+      if (kind_ == NoiseKind::brownian_grid) {
+        if (x.cols() != dims_) throw std::invalid_argument(fmt::format("SigmaNoise: the state has {} columns, the noise {} dims", x.cols(), dims_));
+        brownian_points(sigma, sigma_next, x.rows());
+        // normal()'s z = (W(sigma_next) - W(sigma)) / sqrt|sigma_next - sigma|, then update()'s acc = 0 + (scale * 1) z; x + acc.
+        const double root = std::sqrt(std::abs(sigma_next - sigma)), c = scale * 1.0;
+        const double* ws = w_start_.data();
+        const double* we = w_end_.data();
+        double* xv = x.data();
+        for (Index e = 0, n = x.size(); e < n; ++e) {
+          const double z = (we[e] - ws[e]) / root;
+          double acc = 0.0;
+          acc += c * z;
+          xv[e] = xv[e] + acc;
+        }
+        return;
+      }
     }
     normal(step, sigma, sigma_next, x, z_);
     StateOps<State>::update(x, x, scale, {{1.0, z_}});
   }
   // The Brownian kind only: the noise of the interval, whatever step it is.
   void normal(double sigma, double sigma_next, const State& like, State& out) const {
-    if (kind_ != NoiseKind::brownian) throw std::logic_error("SigmaNoise: per-step noise needs the step index");
+    if (kind_ == NoiseKind::per_step) throw std::logic_error("SigmaNoise: per-step noise needs the step index");
     normal(0, sigma, sigma_next, like, out);
   }
 
@@ -199,7 +227,11 @@ class SigmaNoise {
   // A sampler walks its grid, so W at the end of one step is kept for the start of the next: one
   // query per grid point instead of two.
   void brownian_normal(double sigma, double sigma_next, const State& like) const {
-    const Index rows = StateOps<State>::samples(like);
+    brownian_points(sigma, sigma_next, StateOps<State>::samples(like));
+    host_ = (w_end_ - w_start_) / std::sqrt(std::abs(sigma_next - sigma));
+  }
+  // w_start_ = W(sigma), w_end_ = W(sigma_next) for `rows` rows.
+  void brownian_points(double sigma, double sigma_next, Index rows) const {
     if (w_end_.rows() != rows || w_end_.cols() != dims_) {
       w_end_.resize(rows, dims_);
       w_start_.resize(rows, dims_);
@@ -207,18 +239,23 @@ class SigmaNoise {
     }
     if (sigma == cached_sigma_) {
       std::swap(w_start_, w_end_);
+    } else if (grid_) {
+      grid_->point(sigma, first_sample_, w_start_);
     } else {
       interval_->point(sigma, first_sample_, w_start_, nullptr);
     }
-    interval_->point(sigma_next, first_sample_, w_end_, nullptr);
+    if (grid_)
+      grid_->point(sigma_next, first_sample_, w_end_);
+    else
+      interval_->point(sigma_next, first_sample_, w_end_, nullptr);
     cached_sigma_ = sigma_next;
-    host_ = (w_end_ - w_start_) / std::sqrt(std::abs(sigma_next - sigma));
   }
 
   static constexpr Index kChunkElements = 2048;  // normals drawn per chunk by add(): 16 KiB
 
   NoiseKind kind_;
   mutable std::optional<BrownianInterval> interval_;
+  mutable std::optional<BrownianGrid> grid_;
   StepNormals normals_;
   Index dims_;
   Index first_sample_;

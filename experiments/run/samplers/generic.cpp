@@ -115,7 +115,7 @@ void add_dopri5(Registry& r) {
 // (the noise a predictor-corrector sampler's predictor sees, either way).
 template <template <class> class Stepper>
 void add_sde(Registry& r, std::string name, std::string summary) {
-  r.push_back({name, "generic_sde", std::move(summary), options_schema(name, {noise_key()}), [](ConfigTable&) {
+  r.push_back({name, "generic_sde", std::move(summary), options_schema(name, {noise_key(false)}), [](ConfigTable&) {
                  ConfiguredSampler s{.stochastic = true, .steps_to_zero = false};
                  s.run = [](const SamplerContext& c, Batch& x_scaled) {
                    return in_process_variables(c, x_scaled, [&](Batch& x, auto& observer) {

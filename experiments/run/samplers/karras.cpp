@@ -30,6 +30,8 @@ AncestralOptions read_ancestral(ConfigTable& o) { return {.eta = o.number("eta")
 std::unique_ptr<SigmaNoise<Batch>> sigma_noise(const SamplerContext& c, const Batch& x, bool stochastic) {
   if (!stochastic) return nullptr;
   if (c.noise.kind == NoiseKind::per_step) return std::make_unique<SigmaNoise<Batch>>(SigmaNoise<Batch>::per_step(c.noise.seed, x.cols(), c.noise.first_sample));
+  if (c.noise.kind == NoiseKind::brownian_grid)  // the skeleton is the grid this sampler walks
+    return std::make_unique<SigmaNoise<Batch>>(SigmaNoise<Batch>::brownian_grid(c.noise.seed, c.sigmas, x.cols(), c.noise.first_sample));
   return std::make_unique<SigmaNoise<Batch>>(c.noise.seed, c.sigmas.front(), x.cols(), c.noise.first_sample);
 }
 

@@ -21,7 +21,7 @@ std::vector<KeySpec> corrector_keys(std::string corrector_default, std::int64_t 
           string_key("norm", "Langevin norms: batch means (score_sde) or each sample's own")
               .fallback_str("batch_mean")
               .one_of({"batch_mean", "per_sample"}),
-          boolean_key("noise_removal", "return the last step's mean, without its noise").fallback_bool(true), noise_key()};
+          boolean_key("noise_removal", "return the last step's mean, without its noise").fallback_bool(true), noise_key(false)};
 }
 
 void read_corrector(ConfigTable& o, PcOptions& pc) {
