@@ -119,8 +119,12 @@ void read_metrics(ConfigTable t, const ConfigTable& run_table, SweepRun& s) {
     // default, so a run that does not choose is moved to the path; one that chose per_step is refused.
     if (s.sampling.sampler.noise != NoiseKind::brownian) {
       if (s.sampling.sampler.noise_given)
-        t.fail("strong", "the strong error compares with a fine-grid run on the same Brownian path, which [sampler] noise = \"per_step\" "
-                         "does not give (each grid draws its own noise): set noise = \"brownian\", or strong = false");
+        t.fail("strong", fmt::format("the strong error compares with a fine-grid run on the same Brownian path, which [sampler] noise = "
+                                     "\"{}\" does not give ({}): set noise = \"brownian\", or strong = false",
+                                     noise_kind_name(s.sampling.sampler.noise),
+                                     s.sampling.sampler.noise == NoiseKind::per_step
+                                         ? "each grid draws its own noise"
+                                         : "its tree splits at the run's own grid points, and the fine grid does not refine them"));
       s.sampling.sampler.noise = NoiseKind::brownian;
     }
     try {

@@ -38,7 +38,7 @@ struct RunOutcome {
   Index steps = 0;
   std::int64_t seed = 0;
   bool stochastic = false;
-  std::string noise;  // a stochastic sampler's noise ("per_step" or "brownian"), else empty
+  std::string noise;  // a stochastic sampler's noise ("per_step", "brownian" or "brownian_grid"), else empty
   std::array<double, kRunMetrics.size()> metrics;
   Batch samples, initial;  // when [run] save_samples
   // For the results file's /mixtures: the exact mixture and the law the samples should follow.

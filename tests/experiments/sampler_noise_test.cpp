@@ -156,6 +156,7 @@ TEST(SamplerNoise, SweepStrongErrorNeedsTheBrownianPath) {
   const std::string refused = error_of("name = \"euler_ancestral\"\nnoise = \"per_step\"", "strong_steps = 16");
   EXPECT_NE(refused.find("metrics.strong"), std::string::npos) << refused;
   EXPECT_NE(refused.find("noise = \"brownian\""), std::string::npos) << refused;
+  EXPECT_NE(refused.find("noise = \"per_step\" does not give"), std::string::npos) << refused;
   EXPECT_EQ(error_of("name = \"euler_ancestral\"", "strong_steps = 16"), "no error");
   EXPECT_EQ(error_of("name = \"euler_ancestral\"\nnoise = \"brownian\"", "strong_steps = 16"), "no error");
   EXPECT_EQ(error_of("name = \"euler_ancestral\"\nnoise = \"per_step\"", "strong = false"), "no error");
@@ -163,6 +164,7 @@ TEST(SamplerNoise, SweepStrongErrorNeedsTheBrownianPath) {
   // strong_steps) does not nest in it in general, so it is refused too.
   const std::string grid = error_of("name = \"euler_ancestral\"\nnoise = \"brownian_grid\"", "strong_steps = 16");
   EXPECT_NE(grid.find("metrics.strong"), std::string::npos) << grid;
+  EXPECT_NE(grid.find("noise = \"brownian_grid\" does not give"), std::string::npos) << grid;
   EXPECT_EQ(error_of("name = \"euler_ancestral\"\nnoise = \"brownian_grid\"", "strong = false"), "no error");
 }
 
