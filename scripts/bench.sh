@@ -18,9 +18,10 @@
 #      Fashion-MNIST U-Net (batch 256), float32, written by tools/network_bench_modules.py: the
 #      same files' forward call timed from a Python loop (torch.jit.load) against C++
 #      (benchmarks/network_torch_bench.cpp: the raw torch::jit::Module::forward, and diffode's
-#      Predictor path with its float64 <-> float32 copies), at the same --threads on both sides;
-#      and the sampler's share of a DPM-Solver++(2M) run of 20 Karras steps with each network
-#      (1 - the time summed over the network calls of the run / the run's time).
+#      Predictor path with its float64 <-> float32 copies), at the same --threads on both sides,
+#      as the ratio of CPU time per call (the process's, all threads); and the sampler's share of
+#      a DPM-Solver++(2M) run of 20 Karras steps with each network (1 - the wall time summed over
+#      the network calls of the run / the run's wall time).
 # Each timing is the fastest of --repeat runs, the two sides of a ratio alternating, so that a
 # shared machine's load falls on both; the Brownian runs, slow, are timed once.
 #
@@ -37,7 +38,7 @@
 #   --networks   also the network rows (6.); --networks-only: those rows alone
 #   --calls C    forward calls timed per network and side, after 3 warm-up calls (default 5)
 # Takes about 3 minutes on 2 cores without --mpi (most of it the Brownian runs); the network rows
-# take about 5 minutes per repeat on 2 loaded cores (most of it the U-Net's sampling runs).
+# take 2.5 (one thread) to 5 minutes (two) per repeat on 2 loaded cores.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -303,15 +304,17 @@ for r in range(repeat):
             pred.setdefault(name, []).append((b["ms_per_call"], b["cpu_ms_per_call"]))
         elif kind == "BM_Sample":
             sample.setdefault(name, []).append(b)
-section = f"TorchScript forward, Python loop / C++, threads = {threads}, float32 (best of {repeat})"
+# The ratios are of CPU time (the process's, all threads; the least of each side's runs), which the
+# machine's load disturbs far less than wall time; the fastest wall times are given beside them.
+section = f"TorchScript forward, Python loop / C++ CPU time per call, threads = {threads}, float32 (least of {repeat})"
 for name, label in cases:
-    # The fastest call of each side (wall), and the least CPU time (all threads) of each side.
     p, c, w, e = (min(t[0] for t in x) for x in (py[name], raw[name], pred[name], py[name + "-eager"]))
     pc, cc, wc = (min(t[1] for t in x) for x in (py[name], raw[name], pred[name]))
-    print(f"{section}|{label}, Python / C++ raw forward|{p / c:.2f}|-|-|-|"
-          f"{p:.0f} ms vs {c:.0f} ms per call, cpu-time ratio {pc / cc:.2f} (Python eager module {e:.0f} ms)")
-    print(f"{section}|{label}, Python / C++ Predictor path|{p / w:.2f}|-|-|-|"
-          f"{p:.0f} ms vs {w:.0f} ms per call, cpu-time ratio {pc / wc:.2f} (the path's levels and float64 copies: {w - c:+.0f} ms)")
+    print(f"{section}|{label}, Python / C++ raw forward|{pc / cc:.2f}|-|-|-|"
+          f"CPU {pc:.0f} ms vs {cc:.0f} ms; wall {p:.0f} ms vs {c:.0f} ms (Python eager module {e:.0f} ms)")
+    print(f"{section}|{label}, Python / C++ Predictor path|{pc / wc:.2f}|-|-|-|"
+          f"CPU {pc:.0f} ms vs {wc:.0f} ms; wall {p:.0f} ms vs {w:.0f} ms (raw forward {cc:.0f} ms CPU: "
+          f"the path's levels and float64 copies {wc - cc:+.0f} ms)")
 section = f"sampler's share of sampling time, DPM-Solver++(2M) 20 steps, threads = {threads} (fastest of {repeat} runs)"
 for name, label in cases:
     runs = sample[name]
