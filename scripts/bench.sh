@@ -31,7 +31,8 @@
 #                network_torch_bench for --networks); default: configure and build build-bench/
 #                (LibTorch off) with only those targets, and build-bench-torch/ (LibTorch on) with
 #                network_torch_bench alone for --networks
-#   --threads T  threads of the sampling command and of the loop (default: all cores)
+#   --threads T  threads of the sampling command and of the loop, and LibTorch's intra-op threads on
+#                both sides of the network rows (default: all cores)
 #   --samples N  samples per run (default 65536)
 #   --repeat R   timings per measurement (default 3)
 #   --mpi        also the MPI rows (about a minute per rank count on 2 cores)
