@@ -13,22 +13,37 @@
 #   3. the mixture evaluation's arithmetic rate against the FP64 peak assumed in
 #      benchmarks/mixture_bench.cpp, and its run-time kernel against the SSE2 baseline;
 #   4. the torch-state path against the Eigen one (benchmarks/sampling_torch_bench.cpp), if built;
-#   5. with --mpi: `diffode sweep experiments/quick.toml` on 1, 2 and 4 MPI ranks (one thread each).
+#   5. with --mpi: `diffode sweep experiments/quick.toml` on 1, 2 and 4 MPI ranks (one thread each);
+#   6. with --networks: TorchScript versions of the project's MLP (2-D and 16-D, batch 4096) and
+#      Fashion-MNIST U-Net (batch 256), float32, written by tools/network_bench_modules.py: the
+#      same files' forward call timed from a Python loop (torch.jit.load) against C++
+#      (benchmarks/network_torch_bench.cpp: the raw torch::jit::Module::forward, and diffode's
+#      Predictor path with its float64 <-> float32 copies), at the same --threads on both sides,
+#      as the ratio of CPU time per call (the process's, all threads); and the sampler's share of
+#      a DPM-Solver++(2M) run of 20 Karras steps with each network (1 - the wall time summed over
+#      the network calls of the run / the run's wall time).
 # Each timing is the fastest of --repeat runs, the two sides of a ratio alternating, so that a
 # shared machine's load falls on both; the Brownian runs, slow, are timed once.
 #
 # Usage: scripts/bench.sh [--build DIR] [--threads T] [--samples N] [--repeat R] [--mpi]
-#   --build DIR  an existing Release build folder (with experiments/diffode and mixture_bench);
-#                default: configure and build build-bench/ (LibTorch off) with only those targets
-#   --threads T  threads of the sampling command and of the loop (default: all cores)
+#                         [--networks | --networks-only] [--calls C]
+#   --build DIR  an existing Release build folder (with experiments/diffode and mixture_bench, and
+#                network_torch_bench for --networks); default: configure and build build-bench/
+#                (LibTorch off) with only those targets, and build-bench-torch/ (LibTorch on) with
+#                network_torch_bench alone for --networks
+#   --threads T  threads of the sampling command and of the loop, and LibTorch's intra-op threads on
+#                both sides of the network rows (default: all cores)
 #   --samples N  samples per run (default 65536)
 #   --repeat R   timings per measurement (default 3)
 #   --mpi        also the MPI rows (about a minute per rank count on 2 cores)
-# Takes about 3 minutes on 2 cores without --mpi (most of it the Brownian runs).
+#   --networks   also the network rows (6.); --networks-only: those rows alone
+#   --calls C    forward calls timed per network and side, after 3 warm-up calls (default 5)
+# Takes about 3 minutes on 2 cores without --mpi (most of it the Brownian runs); the network rows
+# take 2.5 (one thread) to 5 minutes (two) per repeat on 2 loaded cores.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-BUILD="" THREADS=$(nproc) SAMPLES=65536 REPEAT=3 MPI=0
+BUILD="" THREADS=$(nproc) SAMPLES=65536 REPEAT=3 MPI=0 NETWORKS=0 MIXTURE=1 CALLS=5
 while [[ $# -gt 0 ]]; do
   case $1 in
     --build) BUILD=$(cd "$2" && pwd); shift 2 ;;
@@ -36,30 +51,50 @@ while [[ $# -gt 0 ]]; do
     --samples) SAMPLES=$2; shift 2 ;;
     --repeat) REPEAT=$2; shift 2 ;;
     --mpi) MPI=1; shift ;;
+    --networks) NETWORKS=1; shift ;;
+    --networks-only) NETWORKS=1 MIXTURE=0; shift ;;
+    --calls) CALLS=$2; shift 2 ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 
+# configure DIR ON|OFF: a Release build folder with benchmarks, LibTorch on or off, unless DIR has one.
+configure() {
+  [[ -f $1/build.ninja || -f $1/Makefile ]] && return
+  local generator=() launcher=()
+  command -v ninja > /dev/null && generator=(-G Ninja)
+  command -v ccache > /dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+  cmake -S "$ROOT" -B "$1" "${generator[@]}" "${launcher[@]}" -DCMAKE_BUILD_TYPE=Release \
+    -DDIFFODE_WITH_TORCH="$2" -DDIFFODE_BUILD_TESTS=OFF -DDIFFODE_BUILD_BENCHMARKS=ON > /dev/null
+}
 if [[ -z $BUILD ]]; then
   BUILD=$ROOT/build-bench
-  if [[ ! -f $BUILD/build.ninja && ! -f $BUILD/Makefile ]]; then
-    generator=()
-    command -v ninja > /dev/null && generator=(-G Ninja)
-    launcher=()
-    command -v ccache > /dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
-    cmake -S "$ROOT" -B "$BUILD" "${generator[@]}" "${launcher[@]}" -DCMAKE_BUILD_TYPE=Release \
-      -DDIFFODE_WITH_TORCH=OFF -DDIFFODE_BUILD_TESTS=OFF -DDIFFODE_BUILD_BENCHMARKS=ON > /dev/null
+  NET_BUILD=$ROOT/build-bench-torch
+  if ((MIXTURE)); then
+    configure "$BUILD" OFF
+    cmake --build "$BUILD" --target diffode mixture_bench -j "$(nproc)" > /dev/null
   fi
-  cmake --build "$BUILD" --target diffode mixture_bench -j "$(nproc)" > /dev/null
+  if ((NETWORKS)); then
+    configure "$NET_BUILD" ON
+    cmake --build "$NET_BUILD" --target network_torch_bench -j "$(nproc)" > /dev/null
+  fi
+else
+  NET_BUILD=$BUILD
 fi
 DIFFODE=$BUILD/experiments/diffode
-[[ -x $DIFFODE ]] || { echo "bench.sh: no $DIFFODE" >&2; exit 2; }
+if ((MIXTURE)); then
+  [[ -x $DIFFODE ]] || { echo "bench.sh: no $DIFFODE" >&2; exit 2; }
+fi
+if ((NETWORKS)); then
+  [[ -x $NET_BUILD/network_torch_bench ]] || { echo "bench.sh: no $NET_BUILD/network_torch_bench (a build with -DDIFFODE_WITH_TORCH=ON)" >&2; exit 2; }
+  /usr/bin/python3 -c 'import torch' 2> /dev/null || { echo "bench.sh: --networks needs /usr/bin/python3 with torch (python3-torch)" >&2; exit 2; }
+fi
 
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 # The baseline, compiled as a hand-tuned program would be (-ffast-math lets GCC vectorise its sums).
-${CXX:-c++} -O3 -march=native -ffast-math -fopenmp "$ROOT/benchmarks/handwritten_mixture_loop.cpp" -o "$TMP/handwritten"
+((MIXTURE)) && ${CXX:-c++} -O3 -march=native -ffast-math -fopenmp "$ROOT/benchmarks/handwritten_mixture_loop.cpp" -o "$TMP/handwritten"
 
 # config NAME PRESET SAMPLER [NOISE [SAMPLES BLOCK_ROWS]]: a `diffode sample` config in $TMP/NAME.toml.
 config() {
@@ -116,8 +151,10 @@ peak_kib() {
 rows=()  # "section|measurement|ratio|target|met|detail"
 row() { rows+=("$1|$2|$3|$4|$5|$6"); }
 # verdict RATIO OP LIMIT
-verdict() { awk -v r="$1" -v l="$3" -v op="$2" 'BEGIN { m = op == ">=" ? r >= l : r <= l; print m ? "met" : "not met" }'; }
+verdict() { awk -v r="$1" -v l="$3" -v op="$2" 'BEGIN { m = op == ">=" ? r >= l : op == "<" ? r < l : r <= l; print m ? "met" : "not met" }'; }
 
+# Sections 1 to 4 (left unindented: their here-documents must end at the start of a line).
+if ((MIXTURE)); then
 # 1. The sampling command against the hand-written loop.
 declare -A det_best det_cpu
 for shape in "ring2d 2 8 1.0" "iso16 16 10 1.0" "diag64 64 4 0.8"; do
@@ -211,8 +248,10 @@ else
   row "torch-state path" "-" "-" "-" "-" "sampling_torch_bench not built (configure with -DDIFFODE_WITH_TORCH=ON)"
 fi
 
+fi
+
 # 5. MPI: the quick sweep on 1, 2 and 4 ranks of one thread each.
-if ((MPI)); then
+if ((MPI && MIXTURE)); then
   as_root=()
   ((EUID == 0)) && as_root=(--allow-run-as-root)
   mpi=()
@@ -230,8 +269,70 @@ if ((MPI)); then
   row "MPI sweep experiments/quick.toml" "4 ranks (oversubscribed) / 2 ranks" "$r4" ">= 1.0" "$(verdict "$r4" ">=" 1.0)" "$w4 s vs $w2 s wall"
 fi
 
+# 6. Networks: the same TorchScript files from Python and from C++, and the sampler's share.
+if ((NETWORKS)); then
+  /usr/bin/python3 "$ROOT/tools/network_bench_modules.py" export "$TMP/modules" > /dev/null
+  python_side() {
+    /usr/bin/python3 "$ROOT/tools/network_bench_modules.py" time "$TMP/modules" --threads "$THREADS" \
+      --calls "$CALLS" --warmup 3 > "$TMP/python_$1.txt"
+  }
+  cpp_side() {
+    "$NET_BUILD/network_torch_bench" --modules="$TMP/modules" --threads="$THREADS" --calls="$CALLS" --runs=1 \
+      --benchmark_format=json > "$TMP/cpp_$1.json" 2> "$TMP/cpp_$1.err" || { cat "$TMP/cpp_$1.err" >&2; exit 1; }
+  }
+  # The two sides alternate which goes first, so that a change of the machine's load falls on both.
+  for ((r = 0; r < REPEAT; ++r)); do
+    if ((r % 2 == 0)); then python_side "$r"; cpp_side "$r"; else cpp_side "$r"; python_side "$r"; fi
+  done
+  while IFS='|' read -r s m ratio target op limit detail; do
+    met="-"
+    [[ $op != "-" ]] && met=$(verdict "$ratio" "$op" "$limit")
+    row "$s" "$m" "$ratio" "$target" "$met" "$detail"
+  done < <(python3 - "$TMP" "$REPEAT" "$THREADS" << 'EOF'
+import json, sys
+tmp, repeat, threads = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+cases = (("mlp2", "MLP D2, batch 4096"), ("mlp16", "MLP D16, batch 4096"), ("unet", "U-Net 1x28x28, batch 256"))
+py, raw, pred, sample = {}, {}, {}, {}
+for r in range(repeat):
+    for line in open(f"{tmp}/python_{r}.txt"):
+        name, _, ms, cpu = line.split()
+        py.setdefault(name, []).append((float(ms), float(cpu)))
+    for b in json.load(open(f"{tmp}/cpp_{r}.json"))["benchmarks"]:
+        kind, name = b["name"].split("/")[:2]
+        if kind == "BM_ForwardRaw":
+            raw.setdefault(name, []).append((b["ms_per_call"], b["cpu_ms_per_call"]))
+        elif kind == "BM_ForwardPredictor":
+            pred.setdefault(name, []).append((b["ms_per_call"], b["cpu_ms_per_call"]))
+        elif kind == "BM_Sample":
+            sample.setdefault(name, []).append(b)
+# The ratios are of CPU time (the process's, all threads; the least of each side's runs), which the
+# machine's load disturbs far less than wall time; the fastest wall times are given beside them.
+section = f"TorchScript forward, Python loop / C++ CPU time per call, threads = {threads}, float32 (least of {repeat})"
+for name, label in cases:
+    p, c, w, e = (min(t[0] for t in x) for x in (py[name], raw[name], pred[name], py[name + "-eager"]))
+    pc, cc, wc = (min(t[1] for t in x) for x in (py[name], raw[name], pred[name]))
+    print(f"{section}|{label}, Python / C++ raw forward|{pc / cc:.2f}|-|-|-|"
+          f"CPU {pc:.0f} ms vs {cc:.0f} ms; wall {p:.0f} ms vs {c:.0f} ms (Python eager module {e:.0f} ms)")
+    print(f"{section}|{label}, Python / C++ Predictor path|{pc / wc:.2f}|-|-|-|"
+          f"CPU {pc:.0f} ms vs {wc:.0f} ms; wall {p:.0f} ms vs {w:.0f} ms (raw forward {cc:.0f} ms CPU: "
+          f"the path's levels and float64 copies {wc - cc:+.0f} ms)")
+section = f"sampler's share of sampling time, DPM-Solver++(2M) 20 steps, threads = {threads} (fastest of {repeat} runs)"
+for name, label in cases:
+    runs = sample[name]
+    best = min(runs, key=lambda b: b["real_time"])
+    pcts = [b["solver_pct"] for b in runs]
+    target, op, limit = ("< 2 %", "<", "2") if name == "unet" else ("-", "-", "-")
+    print(f"{section}|{label} (%)|{best['solver_pct']:.3g}|{target}|{op}|{limit}|"
+          f"solver {best['solver_ms']:.1f} ms of {best['real_time'] / 1e3:.1f} s; {best['nfe']:.0f} network calls of "
+          f"{best['network_ms_per_call']:.0f} ms; all runs {min(pcts):.3g} to {max(pcts):.3g} %")
+EOF
+  )
+fi
+
 cpu=$(awk -F: '/model name/ { sub(/^ +/, "", $2); print $2; exit }' /proc/cpuinfo)
-echo "diffode benchmarks: $cpu, $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg); N = $SAMPLES, $THREADS threads, best of $REPEAT"
+sizes="N = $SAMPLES, "
+((MIXTURE)) || sizes=""
+echo "diffode benchmarks: $cpu, $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg); ${sizes}$THREADS threads, best of $REPEAT"
 echo
 echo "| measurement | case | ratio | target | | detail |"
 echo "|---|---|---|---|---|---|"
