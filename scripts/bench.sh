@@ -176,7 +176,8 @@ for shape in "ring2d 2 8 1.0" "iso16 16 10 1.0" "diag64 64 4 0.8"; do
 done
 
 # 2. Stochastic against deterministic at equal NFE (20 steps, one evaluation each), D16/K10.
-for spec in "euler_ancestral per_step 1.5" "dpmpp_2m_sde per_step 1.5" "euler_ancestral brownian 3" "dpmpp_2m_sde brownian 3"; do
+for spec in "euler_ancestral per_step 1.5" "dpmpp_2m_sde per_step 1.5" "euler_ancestral brownian 3" "dpmpp_2m_sde brownian 3" \
+    "euler_ancestral brownian_grid 3" "dpmpp_2m_sde brownian_grid 3"; do
   read -r sampler noise target <<< "$spec"
   config "sto_${sampler}_$noise" iso16 "$sampler" "$noise"
   runs=$REPEAT
