@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Figure and table of the Fashion-MNIST FD-vs-NFE sweep (experiments/fd_vs_nfe_fashion_mnist.toml).
 
-    python3 results/fd_vs_nfe.py results/fd_vs_nfe.h5 results/fd_vs_nfe.png [--train-test FD] [--floor FD]
+    python3 results/fd_vs_nfe.py SWEEP.h5 [SWEEP.h5 ...] FIGURE.png [--train-test FD] [--floor FD]
+    python3 results/fd_vs_nfe.py results/fd_vs_nfe.h5 results/fd_vs_nfe_families.h5 results/fd_vs_nfe.png
 
-Reads the sweep's runs (each run's resolved config gives its guidance scale), plots the Frechet
+Reads the sweeps' runs (each run's resolved config gives its guidance scale), plots the Frechet
 distance on the classifier's features (fd_fmnist_classifier) and the class accuracy against NFE, one
 line per sampler and one column per guidance scale, and prints a Markdown table. --train-test and
 --floor draw the train-vs-test distance and the distance of a train subset of the run's size to the
@@ -47,13 +48,15 @@ def runs(path, column):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("sweep")
-    p.add_argument("figure")
+    p.add_argument("paths", nargs="+", help="the sweeps' HDF5 files, then the figure")
     p.add_argument("--column", default="fd_fmnist_classifier")
     p.add_argument("--train-test", type=float)
     p.add_argument("--floor", type=float)
     o = p.parse_args()
-    rs = [r for r in runs(o.sweep, o.column) if r["status"] == "ok"]
+    if len(o.paths) < 2:
+        p.error("give at least one sweep file and the figure")
+    sweeps, figure = o.paths[:-1], o.paths[-1]
+    rs = [r for path in sweeps for r in runs(path, o.column) if r["status"] == "ok"]
     # A column per guidance scale swept along NFE; scales with single runs are in the table only.
     scales = sorted({r["scale"] for r in rs if len({q["nfe"] for q in rs if q["scale"] == r["scale"] and q["sampler"] == r["sampler"]}) > 1})
     samplers = sorted({r["sampler"] for r in rs})
@@ -64,8 +67,9 @@ def main():
             if not pts:
                 continue
             x = [q[0] for q in pts]
-            axes[0][j].plot(x, [q[1] for q in pts], "o-", label=s)
-            axes[1][j].plot(x, [q[2] for q in pts], "o-", label=s)
+            style = "o-" if samplers.index(s) < 10 else "s--"  # the default cycle has ten colours
+            axes[0][j].plot(x, [q[1] for q in pts], style, label=s)
+            axes[1][j].plot(x, [q[2] for q in pts], style, label=s)
         if o.train_test is not None:
             axes[0][j].axhline(o.train_test, color="k", ls="--", lw=1, label="train vs test (full sets)")
         if o.floor is not None:
@@ -88,7 +92,7 @@ def main():
     n = rs[0]["samples"] if rs else 0
     fig.suptitle(f"Fashion-MNIST U-Net: Frechet distance (classifier features) and class accuracy vs NFE, {n} samples per run")
     fig.tight_layout()
-    fig.savefig(o.figure, dpi=110)
+    fig.savefig(figure, dpi=110)
     print(f"| sampler | w | steps | NFE | {o.column} | class accuracy | wall s |")
     print("|---|---|---|---|---|---|---|")
     for r in sorted(rs, key=lambda r: (r["scale"], r["sampler"], r["nfe"])):
