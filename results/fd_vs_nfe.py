@@ -60,7 +60,7 @@ def main():
     # A column per guidance scale swept along NFE; scales with single runs are in the table only.
     scales = sorted({r["scale"] for r in rs if len({q["nfe"] for q in rs if q["scale"] == r["scale"] and q["sampler"] == r["sampler"]}) > 1})
     samplers = sorted({r["sampler"] for r in rs})
-    fig, axes = plt.subplots(2, len(scales), figsize=(5.2 * len(scales), 7.5), squeeze=False, sharex=True)
+    fig, axes = plt.subplots(2, len(scales), figsize=(max(5.2 * len(scales), 8.0), 7.5), squeeze=False, sharex=True)
     for j, w in enumerate(scales):
         for s in samplers:
             pts = sorted((r["nfe"], r["fd"], r["accuracy"]) for r in rs if r["sampler"] == s and r["scale"] == w)
@@ -90,7 +90,7 @@ def main():
             ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     axes[0][0].legend(fontsize=8)
     n = rs[0]["samples"] if rs else 0
-    fig.suptitle(f"Fashion-MNIST U-Net: Frechet distance (classifier features) and class accuracy vs NFE, {n} samples per run")
+    fig.suptitle(f"Fashion-MNIST U-Net: Frechet distance (classifier features) and class accuracy vs NFE, {n} samples per run", fontsize=10)
     fig.tight_layout()
     fig.savefig(figure, dpi=110)
     print(f"| sampler | w | steps | NFE | {o.column} | class accuracy | wall s |")
