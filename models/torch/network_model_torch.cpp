@@ -690,7 +690,7 @@ class TorchScriptModel final : public NetworkModel, public std::enable_shared_fr
     for (Index j = 0; j < spec_.dims; ++j) x(0, j) = 0.5 + 0.1 * static_cast<double>(j), x(1, j) = -0.25 * static_cast<double>(j % 3);
     const double s0 = 1.0, s1 = 0.5;
     PerSample alpha(2), sigma(2);
-    for (const auto [i, s] : {std::pair{0, s0}, std::pair{1, s1}}) {
+    for (const auto& [i, s] : {std::pair{0, s0}, std::pair{1, s1}}) {
       const double t = spec_.t_of_scaled_sigma(s);
       alpha[i] = spec_.alpha(t);
       sigma[i] = spec_.sigma(t);

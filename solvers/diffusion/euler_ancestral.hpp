@@ -35,7 +35,6 @@ template <class State, DenoiserFor<State> Model, class Observer = NoObserver>
 IntegrationStats sample_euler_ancestral(const Model& model, State& x, std::span<const double> sigmas,
                                         const AncestralOptions& options = {}, const std::type_identity_t<SigmaNoise<State>>* noise = nullptr,
                                         Observer&& observer = {}) {
-  using Ops = StateOps<State>;
   check_sigmas(sigmas);
   detail::check_ancestral(options, noise != nullptr, "sample_euler_ancestral");
   SamplerRun run(model, observer);

@@ -74,7 +74,9 @@ TEST(BrownianGrid, SkeletonIncrementsHaveTheBrownianLaw) {
       // Disjoint increments (each earlier interval) and the other dimension: uncorrelated.
       for (std::size_t k = 1; k < i; ++k)
         EXPECT_LT(std::abs(correlation(dw, w[k].col(d) - w[k - 1].col(d))), 5.0 / std::sqrt(n)) << i << " vs " << k;
-      if (d == 1) EXPECT_LT(std::abs(correlation(dw, w[i].col(0) - w[i - 1].col(0))), 5.0 / std::sqrt(n)) << i;
+      if (d == 1) {
+        EXPECT_LT(std::abs(correlation(dw, w[i].col(0) - w[i - 1].col(0))), 5.0 / std::sqrt(n)) << i;
+      }
     }
   }
   // W over the whole span, and across several intervals at once.
